@@ -1,0 +1,56 @@
+"""Checkpoint names (TAO's), finding the latest, and safe loading (`weights_only=True`, never unpickling)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mal.errors import UserError
+
+EXTENSION = ".pth"
+LATEST_NAME = "mal_model_latest"
+BEST_NAME = "mal_model_best"
+EPOCH_TEMPLATE = "model_epoch_{epoch:03d}"
+STEP_TEMPLATE = "model_epoch_{epoch:03d}_step_{step:05d}"
+
+
+def latest(train_dir: str | Path) -> Path | None:
+    path = Path(train_dir) / f"{LATEST_NAME}{EXTENSION}"
+    return path if path.is_file() else None
+
+
+def best(train_dir: str | Path) -> Path | None:
+    path = Path(train_dir) / f"{BEST_NAME}{EXTENSION}"
+    return path if path.is_file() else None
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"checkpoint not found: {path}") from None
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise UserError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+
+
+def network_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The MAL network's state dict (student.* and teacher.*) from a training checkpoint or a weights file."""
+    state = checkpoint.get("state_dict", checkpoint)
+    state = {k.removeprefix("net."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if not any(k.startswith("student.") for k in state):
+        raise UserError("checkpoint holds no MAL network (no student.* weights)")
+    return state
+
+
+def save_weights(state: dict[str, torch.Tensor], path: str | Path) -> Path:
+    """Write a weights-only state dict atomically: a kill mid-save leaves the previous file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
+        torch.save(state, tmp)
+    os.replace(tmp.name, path)
+    return path

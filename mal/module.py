@@ -1,0 +1,156 @@
+"""The LightningModule: MAL's training step (MIL + CRF losses, EMA teacher), lr schedule and validation mIoU.
+
+The Trainer owns devices, precision and checkpoints (see mal/runner.py).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+
+from mal.coco import CocoSet, gt_mask
+from mal.losses import mal_losses
+from mal.metrics import MIoU, coco_mask_ap, region_iou
+from mal.model import build_mal
+from mal.predict import paste_masks, thresholds_by_bucket
+from mal.spec import ExperimentSpec
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training diverged: a NaN/inf loss must stop the run, never be reported as a metric."""
+
+
+def lr_factor(step: int, steps_per_epoch: int, warmup_epochs: int, num_epochs: int, min_lr_rate: float, num_wave: int) -> float:
+    """Per-iteration schedule on the fractional epoch: linear warmup from 0, then cosine down to min_lr_rate.
+
+    Step 0 is already inside the warmup (the original ran its first step at the full lr).
+    """
+    epoch = (step + 1) / steps_per_epoch
+    if epoch < warmup_epochs:
+        return epoch / warmup_epochs
+    span = max(num_epochs - warmup_epochs, 1e-8)
+    progress = min((epoch - warmup_epochs) / span, 1.0)
+    return min_lr_rate + (1 - min_lr_rate) * 0.5 * (1 + math.cos(math.pi * progress * num_wave))
+
+
+class MALModule(L.LightningModule):
+    def __init__(self, spec: ExperimentSpec, val_coco: CocoSet | None = None) -> None:
+        super().__init__()
+        self.spec = spec
+        self.net = build_mal(spec.model, spec.dataset.crop_size)
+        self.val_coco = val_coco
+        self._val_anns = {a["id"]: a for a in val_coco.anns} if val_coco else {}
+        self._records: list[dict[str, Any]] = []
+        self._ema_step = 0
+        self._thresholds = thresholds_by_bucket(spec.train.mask_thres)
+
+    # ------------------------------------------------------------------ training
+
+    def effective_lr(self) -> float:
+        """Base lr × crops per optimizer step (devices × nodes × batch × accumulation)."""
+        t = self.spec.train
+        world = self.trainer.world_size if self._trainer is not None else 1
+        return t.lr * world * t.batch_size * t.accum_grad_batches
+
+    def configure_optimizers(self):
+        t = self.spec.train
+        params = [p for p in self.net.student.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            params, lr=self.effective_lr(), betas=(t.optim_momentum, t.optim_betas[1]), eps=t.optim_eps, weight_decay=t.wd
+        )
+        steps_per_epoch = max(1, int(self.trainer.estimated_stepping_batches) // max(1, self.trainer.max_epochs))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda step: lr_factor(step, steps_per_epoch, t.warmup_epochs, t.num_epochs, t.min_lr_rate, t.num_wave),
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        loader = self.trainer.train_dataloader
+        if hasattr(loader, "mark_batches_done"):
+            loader.mark_batches_done(batch_idx + 1)  # what a mid-epoch checkpoint must skip on resume
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        student = self.net.student(batch["image"], batch["box_area"])
+        with torch.no_grad():
+            teacher = self.net.teacher(batch["timage"], batch["box_area"])
+        losses = mal_losses(
+            student, teacher, batch["image"], batch["boxmask"], self.spec.train, step=self.global_step, epoch=self.current_epoch
+        )
+        if not torch.isfinite(losses["loss"]):
+            raise NonFiniteLossError(
+                f"non-finite loss at epoch {self.current_epoch} step {self.global_step} "
+                f"(mil={float(losses['loss_mil']):.4g}, crf={float(losses['loss_crf']):.4g}); try a lower train.lr"
+            )
+        bs = batch["image"].shape[0]
+        self.log("loss", losses["loss"], prog_bar=True, batch_size=bs)
+        self.log_dict({"loss_mil": losses["loss_mil"], "loss_crf": losses["loss_crf"]}, batch_size=bs)
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
+        return losses["loss"]
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.global_step > self._ema_step:  # only after a real optimizer step (not mid-accumulation)
+            self._ema_step = self.global_step
+            self.net.ema_update(self.spec.model.teacher_momentum)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._ema_step = int(checkpoint.get("global_step", 0))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["mal_spec"] = self.spec.to_dict()
+        checkpoint["tao_model"] = "mal"
+
+    # ------------------------------------------------------------------ validation
+
+    def predict_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        e = self.spec.evaluate
+        return self.net.predict(
+            batch["image"], batch["box_area"], use_teacher=e.use_teacher_test, use_mixed=e.use_mixed_model_test, use_flip=e.use_flip_test
+        )
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        for inst in paste_masks(self.predict_logits(batch), batch, self._thresholds):
+            ann = self._val_anns[inst.ann_id]
+            if ann.get("iscrowd", 0) or not ann.get("segmentation"):
+                continue  # a crowd region is not one instance: no IoU against it
+            gt = gt_mask(ann, *inst.image_hw)
+            self._records.append(
+                {
+                    "ann_id": inst.ann_id,
+                    "category_id": inst.category_id,
+                    "box_area": inst.box_area,
+                    "iou": region_iou(inst.mask, inst.region, gt),
+                    "det": {"image_id": inst.image_id, "category_id": inst.category_id, "segmentation": inst.rle(), "score": inst.score},
+                }
+            )
+
+    def on_validation_epoch_start(self) -> None:
+        self._records = []
+
+    def on_validation_epoch_end(self) -> None:
+        records = self._records
+        if self.trainer.world_size > 1:
+            gathered: list[list[dict[str, Any]]] = [None] * self.trainer.world_size  # type: ignore[list-item]
+            torch.distributed.all_gather_object(gathered, records)
+            # DistributedSampler pads with repeats: keep each annotation once
+            records = list({r["ann_id"]: r for part in gathered for r in part}.values())
+        metrics = compute_metrics(records, self.val_coco.raw if self.val_coco else None)
+        self.last_metrics = metrics
+        for name, value in metrics.items():
+            if isinstance(value, float) and math.isnan(value):
+                continue  # an empty size bucket has no mean
+            self.log(name, float(value), prog_bar=name == "mIoU", sync_dist=False)
+        self._records = []
+
+
+def compute_metrics(records: list[dict[str, Any]], gt_dataset: dict | None) -> dict[str, float]:
+    acc = MIoU()
+    for r in records:
+        acc.add(r["iou"], r["category_id"], r["box_area"])
+    metrics = acc.compute()
+    if gt_dataset is not None:
+        metrics.update(coco_mask_ap(gt_dataset, [r["det"] for r in records]))
+    return metrics

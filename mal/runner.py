@@ -1,0 +1,275 @@
+"""Entry points behind `mal train | evaluate | inference` (and the automl registry): build data, model and
+Trainer from a spec, run, write the contract's files."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from mal import checkpoint as ckpt
+from mal.coco import CocoSet, load_coco
+from mal.data import EpochSampler, MALEvalDataset, MALTrainDataset, ResumableLoader, collate, eval_instances, train_instances
+from mal.errors import UserError
+from mal.module import MALModule, compute_metrics
+from mal.predict import paste_masks, thresholds_by_bucket
+from mal.spec import ExperimentSpec
+
+log = logging.getLogger("mal")
+
+
+@dataclass
+class FitResult:
+    train_dir: Path
+    epochs_run: int
+    best_metric: float
+    best_checkpoint: Path | None
+    history: list[dict[str, float]]
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*Found .* module.*in eval mode.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*")
+
+
+def use_gpu(num_gpus: int) -> bool:
+    return num_gpus > 0 and torch.cuda.is_available()
+
+
+def precision(use_amp: bool, gpu: bool) -> str:
+    """bf16 where the GPU supports it, else fp16; full fp32 on CPU (no fast half kernels there)."""
+    if not (use_amp and gpu):
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+def _loader(dataset, batch_size: int, workers: int, sampler=None, train: bool = False):
+    cls = ResumableLoader if train else torch.utils.data.DataLoader
+    return cls(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=workers > 0,
+    )
+
+
+def _val_set(spec: ExperimentSpec, ann_path: str, img_dir: str) -> tuple[CocoSet, MALEvalDataset]:
+    coco = load_coco(ann_path, img_dir, check_images=True)
+    dataset = MALEvalDataset(coco, eval_instances(coco), spec.dataset.crop_size, spec.train.test_margin_rate)
+    return coco, dataset
+
+
+def fit(
+    spec: ExperimentSpec,
+    callbacks: Sequence[Any] = (),
+    enable_progress_bar: bool = True,
+    logger: Any = None,
+) -> FitResult:
+    """Train with the spec; resume from the given or the latest checkpoint of the train folder."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    _quiet_lightning()
+    t, d = spec.train, spec.dataset
+    train_dir = spec.output_dir("train")
+    train_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(t.seed, workers=True, verbose=False)
+
+    train_coco = load_coco(d.train_ann_path, d.train_img_dir, check_images=True)
+    instances, skipped = train_instances(train_coco, d.min_obj_size, d.max_obj_size)
+    if not instances:
+        raise UserError(
+            f"{d.train_ann_path}: no training box passes dataset.min_obj_size={d.min_obj_size:g} < w*h < "
+            f"max_obj_size={d.max_obj_size:g} (and w, h > 2)"
+        )
+    if skipped:
+        log.warning("training on %d boxes; skipped %d outside the size filter or crowd", len(instances), skipped)
+    train_set = MALTrainDataset(train_coco, instances, d.crop_size, t.margin_rate, t.seed)
+    val_coco, val_set = _val_set(spec, d.val_ann_path, d.val_img_dir)
+    gpu = use_gpu(t.num_gpus)
+    workers = d.num_workers_per_gpu
+    train_loader = _loader(train_set, t.batch_size, workers, EpochSampler(len(train_set), t.seed), train=True)
+    val_loader = _loader(val_set, spec.evaluate.batch_size, workers)
+
+    module = MALModule(spec, val_coco)
+    resume = t.resume_training_checkpoint_path or ckpt.latest(train_dir)
+    if t.pretrained_model_path and not resume:
+        from mal.model import load_pretrained
+
+        log.warning(load_pretrained(module.net, t.pretrained_model_path))
+    elif not resume:
+        log.warning("no train.pretrained_model_path: the backbone starts from random init")
+
+    periodic = ModelCheckpoint(
+        dirpath=train_dir,
+        filename=ckpt.STEP_TEMPLATE if t.checkpoint_interval_unit == "step" else ckpt.EPOCH_TEMPLATE,
+        auto_insert_metric_name=False,
+        save_top_k=-1,
+        save_last=True,
+        every_n_epochs=t.checkpoint_interval if t.checkpoint_interval_unit == "epoch" else None,
+        every_n_train_steps=t.checkpoint_interval if t.checkpoint_interval_unit == "step" else None,
+    )
+    periodic.CHECKPOINT_NAME_LAST = ckpt.LATEST_NAME
+    periodic.FILE_EXTENSION = ckpt.EXTENSION
+    best = ModelCheckpoint(
+        dirpath=train_dir, filename=ckpt.BEST_NAME, monitor="mIoU", mode="max", save_top_k=1, enable_version_counter=False
+    )
+    best.FILE_EXTENSION = ckpt.EXTENSION
+    history = HistoryCallback()
+
+    trainer = L.Trainer(
+        accelerator="gpu" if gpu else "cpu",
+        devices=t.gpu_ids if gpu else 1,
+        num_nodes=t.num_nodes,
+        strategy="ddp" if gpu and (len(t.gpu_ids) > 1 or t.num_nodes > 1) else "auto",
+        precision=precision(t.use_amp, gpu),
+        max_epochs=t.num_epochs,
+        accumulate_grad_batches=t.accum_grad_batches,
+        check_val_every_n_epoch=t.validation_interval,
+        callbacks=[periodic, best, history, *callbacks],
+        logger=logger if logger is not None else CSVLogger(train_dir, name="", version="logs"),
+        enable_progress_bar=enable_progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=max(1, min(50, len(train_loader))),
+        default_root_dir=train_dir,
+    )
+    trainer.fit(module, train_loader, val_loader, ckpt_path=str(resume) if resume else None, weights_only=True)
+    score = best.best_model_score
+    return FitResult(
+        train_dir=train_dir,
+        epochs_run=trainer.current_epoch,
+        best_metric=float(score) if score is not None else float("nan"),
+        best_checkpoint=Path(best.best_model_path) if best.best_model_path else None,
+        history=history.rows,
+    )
+
+
+class HistoryCallback(Callback):
+    """Collects the validation metrics of every epoch (for reports and trial tracking)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        row = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        row["epoch"] = trainer.current_epoch + 1
+        self.rows.append(row)
+
+
+# ---------------------------------------------------------------------------------------------- evaluate / infer
+
+
+def _device(num_gpus: int) -> torch.device:
+    return torch.device("cuda") if use_gpu(num_gpus) else torch.device("cpu")
+
+
+def load_module(spec: ExperimentSpec, checkpoint_path: str, val_coco: CocoSet | None = None) -> MALModule:
+    """A MALModule with a checkpoint's weights; a mismatch with model.* names what the checkpoint was."""
+    raw = ckpt.load(checkpoint_path)
+    module = MALModule(spec, val_coco)
+    try:
+        module.net.load_state_dict(ckpt.network_state(raw))
+    except RuntimeError:
+        trained = raw.get("mal_spec", {}).get("model", {}) if isinstance(raw, dict) else {}
+        hint = f" (it was trained with model.arch={trained.get('arch')})" if trained else ""
+        raise UserError(f"{checkpoint_path} does not fit model.arch={spec.model.arch} and its head settings{hint}") from None
+    return module.eval()
+
+
+def _autocast(device: torch.device, use_amp: bool):
+    dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast(device.type, dtype=dtype, enabled=use_amp and device.type == "cuda")
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def write_json(data: Any, path: Path) -> Path:
+    """Atomic write: a kill mid-write leaves any previous file intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
+        json.dump(data, tmp)
+    os.replace(tmp.name, path)
+    return path
+
+
+def evaluate(spec: ExperimentSpec) -> tuple[dict[str, float], Path]:
+    """mIoU (all/small/medium/large), mask AP and AP50 of evaluate.checkpoint on dataset.val_*."""
+    e = spec.evaluate
+    val_coco, val_set = _val_set(spec, spec.dataset.val_ann_path, spec.dataset.val_img_dir)
+    device = _device(e.num_gpus)
+    module = load_module(spec, e.checkpoint, val_coco).to(device)
+    loader = _loader(val_set, e.batch_size, spec.dataset.num_workers_per_gpu)
+    module.on_validation_epoch_start()
+    with torch.inference_mode(), _autocast(device, spec.train.use_amp):
+        for i, batch in enumerate(loader):
+            module.validation_step(_to(batch, device), i)
+    metrics = compute_metrics(module._records, val_coco.raw)
+    metrics["checkpoint"] = str(e.checkpoint)
+    clean = {k: (None if isinstance(v, float) and v != v else v) for k, v in metrics.items()}
+    return clean, write_json(clean, spec.output_dir("evaluate") / "metrics.json")
+
+
+def infer(spec: ExperimentSpec) -> dict[str, Any]:
+    """Label every input box: the input json with `annotations` replaced, one mask per box, same ids."""
+    from mal.metrics import region_iou
+    from mal.coco import gt_mask
+
+    inf = spec.inference
+    coco = load_coco(inf.ann_path, inf.img_dir, check_images=True)
+    dataset = MALEvalDataset(coco, eval_instances(coco), spec.dataset.crop_size, spec.train.test_margin_rate)
+    device = _device(inf.num_gpus)
+    module = load_module(spec, inf.checkpoint).to(device)
+    loader = _loader(dataset, inf.batch_size, spec.dataset.num_workers_per_gpu)
+    thresholds = thresholds_by_bucket(spec.train.mask_thres)
+    by_id = {a["id"]: a for a in coco.anns}
+    results: dict[int, dict[str, Any]] = {}
+    empty = 0
+    with torch.inference_mode(), _autocast(device, spec.train.use_amp):
+        for batch in loader:
+            for inst in paste_masks(module.predict_logits(_to(batch, device)), batch, thresholds):
+                source = by_id[inst.ann_id]
+                out = {
+                    "id": inst.ann_id,
+                    "image_id": inst.image_id,
+                    "category_id": inst.category_id,
+                    "bbox": source["bbox"],
+                    "segmentation": inst.rle(),
+                    "area": float(inst.mask.sum()),  # the mask's area (the original wrote the box's)
+                    "iscrowd": int(source.get("iscrowd", 0)),
+                    "score": round(inst.score, 4),
+                }
+                if inf.load_mask and source.get("segmentation"):
+                    out["iou"] = round(region_iou(inst.mask, inst.region, gt_mask(source, *inst.image_hw)), 4)
+                empty += inst.empty
+                results[inst.ann_id] = out
+    output = dict(coco.raw)
+    output["annotations"] = [results[a["id"]] for a in coco.anns]  # input order, every box
+    path = Path(inf.label_dump_path)
+    if not path.is_absolute():
+        path = spec.output_dir("inference") / path
+    write_json(output, path)
+    if empty:
+        log.warning("%d of %d boxes got an empty mask (too small or low confidence); they are written all the same", empty, len(results))
+    return {"path": path, "annotations": len(results), "empty": empty}

@@ -1,0 +1,120 @@
+"""Data locations: local folders and files, `images.tar.gz` archives (unpacked once into a cache), and
+remote URIs (s3://, gs://, https://) through fsspec when the matching extra is installed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+
+from mal.errors import UserError
+
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+_EXTRA_FOR = {"s3": "s3", "gs": "gcs", "gcs": "gcs", "http": "http", "https": "http"}
+
+
+def is_remote(location: str) -> bool:
+    return "://" in location and not location.startswith("file://")
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("MAL_CACHE_DIR", Path.home() / ".cache" / "automl-mal"))
+
+
+def _filesystem(location: str):
+    protocol = location.split("://", 1)[0]
+    try:
+        import fsspec
+
+        return fsspec.filesystem(protocol)
+    except (ImportError, ValueError):
+        extra = _EXTRA_FOR.get(protocol, protocol)
+        raise UserError(
+            f"{location}: reading {protocol}:// needs its fsspec backend; install it with "
+            f"pip install 'automl-mal[{extra}]'"
+        ) from None
+
+
+def exists(location: str) -> bool:
+    if is_remote(location):
+        return bool(_filesystem(location).exists(location))
+    return Path(location.removeprefix("file://")).expanduser().exists()
+
+
+def _cache_key(location: str) -> str:
+    if is_remote(location):
+        info = _filesystem(location).info(location)
+        stamp = f"{info.get('size')}-{info.get('ETag') or info.get('mtime') or info.get('LastModified')}"
+    else:
+        st = Path(location).stat()
+        stamp = f"{st.st_size}-{st.st_mtime_ns}"
+    return hashlib.sha256(f"{location}|{stamp}".encode()).hexdigest()[:16]
+
+
+def _download(location: str) -> Path:
+    """A remote file, copied once into the cache."""
+    target = cache_root() / "files" / _cache_key(location) / Path(location.rstrip("/")).name
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
+            with _filesystem(location).open(location, "rb") as src:
+                shutil.copyfileobj(src, tmp)
+        os.replace(tmp.name, target)
+    return target
+
+
+def local_file(location: str) -> Path:
+    """A readable local path for a file location (remote files are cached)."""
+    if is_remote(location):
+        return _download(location)
+    path = Path(location.removeprefix("file://")).expanduser()
+    if not path.is_file():
+        raise UserError(f"{location}: file not found")
+    return path
+
+
+def image_dir(location: str) -> Path:
+    """A local folder of images for a folder, archive or remote location; archives unpack once."""
+    if location.endswith(ARCHIVE_SUFFIXES):
+        archive = local_file(location)
+        target = cache_root() / "archives" / _cache_key(str(archive))
+        if not (target / ".complete").exists():
+            _unpack(archive, target)
+        return _single_child_dir(target)
+    if is_remote(location):
+        fs = _filesystem(location)
+        target = cache_root() / "dirs" / _cache_key(location)
+        if not (target / ".complete").exists():
+            fs.get(location.rstrip("/") + "/", str(target), recursive=True)
+            (target / ".complete").touch()
+        return target
+    path = Path(location.removeprefix("file://")).expanduser()
+    if not path.is_dir():
+        raise UserError(f"{location}: image folder not found")
+    return path
+
+
+def _unpack(archive: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent))
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(staging, filter="data")  # refuses absolute paths and ../ members
+    except (tarfile.TarError, OSError) as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise UserError(f"{archive}: cannot unpack image archive ({exc})") from None
+    (staging / ".complete").touch()
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(staging, target)
+
+
+def _single_child_dir(root: Path) -> Path:
+    """`images.tar.gz` often wraps one top folder (images/); use it when it is the only entry."""
+    entries = [p for p in root.iterdir() if p.name != ".complete"]
+    if len(entries) == 1 and entries[0].is_dir():
+        return entries[0]
+    return root

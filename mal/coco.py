@@ -44,7 +44,9 @@ def load_coco(ann_path: str, img_dir: str | None = None, *, check_images: bool =
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise UserError(f"{ann_path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+        raise UserError(
+            f"{ann_path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+        ) from None
     except UnicodeDecodeError:
         raise UserError(f"{ann_path}: not valid JSON (the file is not UTF-8 text)") from None
     _require_lists(raw, ann_path)
@@ -65,7 +67,9 @@ def gt_mask(ann: dict, h: int, w: int) -> np.ndarray | None:
         return None
     if isinstance(seg, list):
         if not all(isinstance(p, list) for p in seg):
-            raise UserError(f"annotation {ann.get('id')}: polygon segmentation must be a list of coordinate lists")
+            raise UserError(
+                f"annotation {ann.get('id')}: polygon segmentation must be a list of coordinate lists"
+            )
         # pycocotools reads a 4-number list as a box and rejects shorter ones: drop degenerate parts.
         polygons = [p for p in seg if len(p) >= 6]
         if not polygons:
@@ -98,7 +102,9 @@ def _escapes_folder(file_name: str) -> bool:
 
 def _require_lists(raw: Any, name: str) -> None:
     if not isinstance(raw, dict):
-        raise UserError(f"{name}: not a COCO instance file (top level is a {type(raw).__name__}, expected an object)")
+        raise UserError(
+            f"{name}: not a COCO instance file (top level is a {type(raw).__name__}, expected an object)"
+        )
     for key in ("images", "annotations", "categories"):
         if not isinstance(raw.get(key), list):
             raise UserError(f"{name}: not a COCO instance file: the '{key}' list is missing")
@@ -114,7 +120,9 @@ def _index_images(entries: list, name: str) -> dict[int, dict]:
             raise UserError(f"{name}: duplicate image id {iid}")
         width, height = image.get("width"), image.get("height")
         if not (_is_int(width) and _is_int(height) and width > 0 and height > 0):
-            raise UserError(f"{name}: image id {iid} needs positive integer width and height, got {width!r}x{height!r}")
+            raise UserError(
+                f"{name}: image id {iid} needs positive integer width and height, got {width!r}x{height!r}"
+            )
         file_name = image.get("file_name")
         if not isinstance(file_name, str) or not file_name:
             raise UserError(f"{name}: image id {iid} has no file_name")
@@ -137,7 +145,9 @@ def _index_categories(entries: list, name: str) -> dict[int, dict]:
     return categories
 
 
-def _check_annotations(entries: list, images: dict[int, dict], categories: dict[int, dict], name: str) -> list[dict]:
+def _check_annotations(
+    entries: list, images: dict[int, dict], categories: dict[int, dict], name: str
+) -> list[dict]:
     seen: set[int] = set()
     for k, ann in enumerate(entries):
         if not isinstance(ann, dict) or not _is_int(ann.get("id")):
@@ -146,11 +156,12 @@ def _check_annotations(entries: list, images: dict[int, dict], categories: dict[
         if aid in seen:
             raise UserError(f"{name}: duplicate annotation id {aid}")
         seen.add(aid)
-        image = images.get(ann.get("image_id"))  # type: ignore[arg-type]
+        image_id, category_id = ann.get("image_id"), ann.get("category_id")
+        image = images.get(image_id) if _is_int(image_id) else None
         if image is None:
-            raise UserError(f"{name}: annotation {aid} refers to unknown image_id {ann.get('image_id')!r}")
-        if ann.get("category_id") not in categories:
-            raise UserError(f"{name}: annotation {aid} refers to unknown category_id {ann.get('category_id')!r}")
+            raise UserError(f"{name}: annotation {aid} refers to unknown image_id {image_id!r}")
+        if not (_is_int(category_id) and category_id in categories):
+            raise UserError(f"{name}: annotation {aid} refers to unknown category_id {category_id!r}")
         _check_bbox(ann.get("bbox"), aid, image, name)
     return entries
 
@@ -162,7 +173,12 @@ def _check_bbox(bbox: Any, aid: int, image: dict, name: str) -> None:
     if w <= 0 or h <= 0:
         raise UserError(f"{name}: annotation {aid} bbox {bbox} has width or height <= 0")
     width, height = image["width"], image["height"]
-    if x < -BOX_SLACK_PX or y < -BOX_SLACK_PX or x + w > width + BOX_SLACK_PX or y + h > height + BOX_SLACK_PX:
+    if (
+        x < -BOX_SLACK_PX
+        or y < -BOX_SLACK_PX
+        or x + w > width + BOX_SLACK_PX
+        or y + h > height + BOX_SLACK_PX
+    ):
         raise UserError(
             f"{name}: annotation {aid} bbox {bbox} lies outside image {image['id']} ({width}x{height}) "
             f"by more than {BOX_SLACK_PX:g} px"

@@ -18,8 +18,9 @@ from lightning.pytorch.callbacks import Callback
 
 from mal import checkpoint as ckpt
 from mal.coco import CocoSet, load_coco
-from mal.data import EpochSampler, MALEvalDataset, MALTrainDataset, ResumableLoader, collate, eval_instances, train_instances
+from mal.data import EpochSampler, MALEvalDataset, MALTrainDataset, collate, eval_instances, train_instances
 from mal.errors import UserError
+from mal.loader import ResumableLoader
 from mal.module import MALModule, compute_metrics
 from mal.predict import paste_masks, thresholds_by_bucket
 from mal.spec import ExperimentSpec
@@ -65,7 +66,7 @@ def _loader(dataset, batch_size: int, workers: int, sampler=None, train: bool = 
         num_workers=workers,
         collate_fn=collate,
         pin_memory=torch.cuda.is_available(),
-        persistent_workers=workers > 0,
+        persistent_workers=workers > 0 and not train,  # train workers must see each new epoch
     )
 
 
@@ -273,3 +274,8 @@ def infer(spec: ExperimentSpec) -> dict[str, Any]:
     if empty:
         log.warning("%d of %d boxes got an empty mask (too small or low confidence); they are written all the same", empty, len(results))
     return {"path": path, "annotations": len(results), "empty": empty}
+
+
+def export_weights(checkpoint_path: str | Path) -> dict[str, torch.Tensor]:
+    """The weights-only state dict (student.* and teacher.*) of a training checkpoint, for promotion."""
+    return ckpt.network_state(ckpt.load(checkpoint_path))

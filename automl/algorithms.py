@@ -1,0 +1,163 @@
+"""Algorithm name -> (searcher, scheduler). All of them drive the same trainable.
+
+Fidelity: a trial the scheduler stops below the full budget is told to Optuna as PRUNED (with its
+intermediate values), never as COMPLETE, so TPE does not learn from a low-epoch value as if it were a
+finished run (Ray's stock OptunaSearch does exactly that).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+from ray import tune
+from ray.tune.schedulers import (
+    ASHAScheduler,
+    FIFOScheduler,
+    HyperBandForBOHB,
+    HyperBandScheduler,
+    PopulationBasedTraining,
+    TrialScheduler,
+)
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from automl.space import SearchSpace
+from mal.errors import UserError
+
+BUDGET_ATTR = "epoch"  # the fidelity: every report carries the epochs trained so far
+ALGORITHMS = ("asha", "bayesian", "hyperband", "bohb", "random", "grid", "pbt")
+
+
+@dataclass
+class StudySettings:
+    metric: str
+    mode: str
+    max_trials: int
+    max_epochs: int
+    grace_period: int
+    reduction_factor: int
+    seed: int
+
+
+class FidelityAwareOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells early-stopped trials as PRUNED and ranks only full-budget runs as COMPLETE."""
+
+    def __init__(self, *args: Any, max_budget: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_budget = max_budget
+        self._budget: dict[str, int] = {}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self._completed_trials or self.metric not in result:
+            return
+        step = int(result.get(BUDGET_ATTR, result.get("training_iteration", 0)))
+        self._budget[trial_id] = step
+        trial = self._ot_trials[trial_id]
+        if step not in trial.get_trial().intermediate_values:  # a restored trial may report an epoch again
+            trial.report(result[self.metric], step)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        value = (result or {}).get(self.metric)
+        budget = int((result or {}).get(BUDGET_ATTR, self._budget.get(trial_id, 0)))
+        trial = self._ot_trials[trial_id]
+        if error or value is None or not np.isfinite(value):
+            self._ot_study.tell(trial, state=TrialState.FAIL)
+        elif budget < self.max_budget:
+            self._ot_study.tell(trial, state=TrialState.PRUNED)
+        else:
+            self._ot_study.tell(trial, value)
+        self._completed_trials.add(trial_id)
+
+    # HyperBandForBOHB pauses and resumes trials; the Optuna trial simply stays open meanwhile.
+    def on_pause(self, trial_id: str) -> None:
+        pass
+
+    def on_unpause(self, trial_id: str) -> None:
+        pass
+
+
+class SpaceSampler(Searcher):
+    """Random or grid suggestions from our own space (honours option weights, conditions, constraints)."""
+
+    def __init__(self, space: SearchSpace, metric: str, mode: str, seed: int, grid: bool = False) -> None:
+        super().__init__(metric=metric, mode=mode)
+        self.space = space
+        self.rng = np.random.default_rng(seed)
+        self.points = space.grid() if grid else None
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if self.points is None:
+            return self.space.random_sample(self.rng)
+        return self.points.pop(0) if self.points else Searcher.FINISHED
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        pass
+
+
+def _tpe(space: SearchSpace, s: StudySettings) -> FidelityAwareOptunaSearch:
+    sampler = optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=min(10, max(2, s.max_trials // 3)))
+    return FidelityAwareOptunaSearch(
+        space=space.suggest, metric=s.metric, mode=s.mode, sampler=sampler, seed=s.seed, max_budget=s.max_epochs
+    )
+
+
+def _pbt_mutations(space: SearchSpace) -> dict[str, Any]:
+    """PBT perturbs training hyperparameters only: model.* and dataset.* change the network or its input
+    size, which a checkpoint cannot carry over."""
+    mutations: dict[str, Any] = {}
+    for p in space.params:
+        if p.name.startswith(("model.", "dataset.")):
+            continue
+        if p.type == "float":
+            mutations[p.name] = tune.loguniform(p.low, p.high) if p.log else tune.uniform(p.low, p.high)
+        elif p.type == "int":
+            mutations[p.name] = tune.randint(int(p.low), int(p.high) + 1)
+        else:
+            mutations[p.name] = list(p.choices if p.type == "categorical" else [False, True])
+    if not mutations:
+        raise UserError("automl.algorithm=pbt: the space has no training hyperparameter PBT can perturb")
+    return mutations
+
+
+def build(algorithm: str, space: SearchSpace, s: StudySettings) -> tuple[Searcher, TrialScheduler]:
+    common = {"time_attr": BUDGET_ATTR, "metric": s.metric, "mode": s.mode}
+    if algorithm == "asha":
+        scheduler: TrialScheduler = ASHAScheduler(
+            max_t=s.max_epochs, grace_period=s.grace_period, reduction_factor=s.reduction_factor, **common
+        )
+        return _tpe(space, s), scheduler
+    if algorithm == "bayesian":
+        return _tpe(space, s), FIFOScheduler()
+    if algorithm == "hyperband":
+        scheduler = HyperBandScheduler(max_t=s.max_epochs, reduction_factor=s.reduction_factor, **common)
+        return SpaceSampler(space, s.metric, s.mode, s.seed), scheduler
+    if algorithm == "bohb":
+        # BOHB = a TPE-style density model proposing configs + HyperBand brackets judging them
+        scheduler = HyperBandForBOHB(max_t=s.max_epochs, reduction_factor=s.reduction_factor, **common)
+        return _tpe(space, s), scheduler
+    if algorithm == "random":
+        return SpaceSampler(space, s.metric, s.mode, s.seed), FIFOScheduler()
+    if algorithm == "grid":
+        sampler = SpaceSampler(space, s.metric, s.mode, s.seed, grid=True)
+        if len(sampler.points) > s.max_trials:
+            raise UserError(
+                f"automl.algorithm=grid: the space has {len(sampler.points)} points but automl.max_trials="
+                f"{s.max_trials}; raise max_trials or narrow automl.hyperparameters"
+            )
+        return sampler, FIFOScheduler()
+    if algorithm == "pbt":
+        scheduler = PopulationBasedTraining(
+            perturbation_interval=s.grace_period,
+            hyperparam_mutations=_pbt_mutations(space),
+            synch=False,
+            seed=s.seed,
+            **common,
+        )
+        return SpaceSampler(space, s.metric, s.mode, s.seed), scheduler
+    raise UserError(f"automl.algorithm: {algorithm!r} is not one of {', '.join(ALGORITHMS)}")

@@ -1,0 +1,134 @@
+"""`automl run | off | status` — hyperparameter search over a registered model.
+
+Heavy imports (torch, ray, mlflow) happen inside the commands so `automl --help` stays instant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mal.cli_support import CONTEXT, OVERRIDES_HELP, SPEC_HELP, run_cli
+from mal.errors import UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    context_settings=CONTEXT,
+    help="AutoML for MAL: Ray Tune trials with Optuna and early stopping, tracked and promoted.",
+)
+
+ModelOption = typer.Option("mal", "--model", "-m", help="Registered model to tune.")
+SpecOption = typer.Option(..., "-e", "--experiment_spec", "--experiment-spec", help=SPEC_HELP, show_default=False)
+Overrides = typer.Argument(None, help=OVERRIDES_HELP, show_default=False)
+
+
+def _load(model_name: str, spec_path: Path, overrides: list[str] | None):
+    from automl.registry import get_model
+
+    model = get_model(model_name)
+    spec = model.spec.load_spec(spec_path, overrides)
+    model.spec.check_paths(spec, "train")
+    return model, spec
+
+
+def _train_once(model, spec, console, reason: str) -> None:
+    console.print(f"[bold]training once[/] ({reason})")
+    result = model.entry("fit")(spec)
+    console.print(f"done: best {spec.automl.metric} {result.best_metric:.4f}; checkpoints in {result.train_dir}")
+
+
+@app.command()
+def run(
+    model_name: str = ModelOption,
+    spec_path: Path = SpecOption,
+    algorithm: str = typer.Option(None, "--algorithm", "-a", help="asha | bayesian | hyperband | bohb | random | grid | pbt"),
+    overrides: list[str] = Overrides,
+) -> None:
+    """Run a study (automl.policy auto|on); with policy off, train once."""
+    from rich.console import Console
+
+    from automl.space import load_space_file, resolve_space
+    from automl.study import STUDY_FILE, run_study
+
+    console = Console()
+    overrides = list(overrides or []) + ([f"automl.algorithm={algorithm}"] if algorithm else [])
+    model, spec = _load(model_name, spec_path, overrides)
+    a = spec.automl
+    if a.policy == "off":
+        _train_once(model, spec, console, "automl.policy=off")
+        return
+    space_path = Path(a.search_space) if a.search_space else model.search_space
+    try:
+        space = resolve_space(load_space_file(space_path), spec, a.hyperparameters, a.range_overrides)
+    except UserError as exc:
+        if a.policy == "on" or a.search_space or space_path.is_file():
+            raise
+        console.print(f"[yellow]AutoML is enabled but not runnable for {model.name}: {exc}[/]")
+        _train_once(model, spec, console, "automl.policy=auto without a search space")
+        return
+    study_dir = Path(spec.results_dir)
+    if (study_dir / STUDY_FILE).exists():
+        raise UserError(f"{study_dir} already holds a study; continue it with `automl resume {study_dir}` or pick another results_dir")
+    result = run_study(model, spec, space, study_dir, console)
+    if result.best is None:
+        console.print(f"[red]every trial failed[/]; see {study_dir / 'leaderboard.csv'}")
+        raise typer.Exit(1)
+    fm = result.final_metrics or {}
+    console.print(
+        f"[bold green]best trial[/] {result.best.trial_id}: "
+        + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.best.params.items())
+    )
+    console.print(
+        f"final evaluation: {a.metric} {fm.get(a.metric, float('nan')):.4f}, mask AP {fm.get('mask_AP', float('nan')):.4f} "
+        f"→ {result.best_dir}/ (model.pth, spec.yaml, metrics.json)"
+    )
+    console.print(f"leaderboard: {study_dir / 'leaderboard.csv'}  ·  `automl status {study_dir}`")
+
+
+@app.command()
+def off(model_name: str = ModelOption, spec_path: Path = SpecOption, overrides: list[str] = Overrides) -> None:
+    """Train once with the spec (plain training, no search)."""
+    from rich.console import Console
+
+    model, spec = _load(model_name, spec_path, overrides)
+    _train_once(model, spec, Console(), "automl off")
+
+
+@app.command()
+def status(study_dir: Path = typer.Argument(..., help="The study's results_dir.")) -> None:
+    """Print a study's leaderboard (during a run or after it)."""
+    import csv
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from automl.study import LEADERBOARD_FILE, STUDY_FILE
+
+    if not (study_dir / STUDY_FILE).is_file():
+        raise UserError(f"{study_dir} holds no study ({STUDY_FILE} not found)")
+    doc = json.loads((study_dir / STUDY_FILE).read_text())
+    rows = list(csv.DictReader((study_dir / LEADERBOARD_FILE).open())) if (study_dir / LEADERBOARD_FILE).is_file() else []
+    s = doc["settings"]
+    table = Table(title=f"{s['model']} · {s['algorithm']} · {doc['status']} · {doc['elapsed_seconds']:.0f}s")
+    for column in rows[0].keys() if rows else ["trial_id"]:
+        table.add_column(column, overflow="fold")
+    metric_col = f"best_{s['metric']}"
+    rows.sort(key=lambda r: float(r.get(metric_col) or "-inf"), reverse=s["mode"] == "max")
+    for row in rows:
+        table.add_row(*(row[c] for c in row))
+    console = Console()
+    console.print(table)
+    best = doc.get("best") or doc.get("best_so_far")
+    if best:
+        console.print(f"best: {best['trial_id']}  {json.dumps(best.get('params'))}")
+
+
+def main() -> None:
+    run_cli(app)
+
+
+if __name__ == "__main__":
+    main()

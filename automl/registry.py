@@ -1,0 +1,55 @@
+"""Tunable models: name -> how to load its spec, train it, evaluate it, and where its search space is.
+
+The orchestrator knows models only through this table; entry points are import paths so that listing
+the registry (and `automl --help`) imports no model code.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from mal.errors import UserError
+
+SPACES_DIR = Path(__file__).parent / "search_spaces"
+
+
+@dataclass(frozen=True)
+class TunableModel:
+    name: str
+    spec_module: str  # load_spec(path, overrides), check_paths(spec, action), with_values(spec, values)
+    fit: str  # fit(spec, callbacks=..., enable_progress_bar=..., logger=...) -> result with .best_checkpoint
+    evaluate: str  # evaluate(spec) -> (metrics, path)
+    search_space: Path
+    weights: str  # weights(checkpoint_path) -> weights-only state dict for promotion
+
+    def entry(self, which: str) -> Callable[..., Any]:
+        module, _, attr = getattr(self, which).partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+    @property
+    def spec(self) -> Any:
+        return importlib.import_module(self.spec_module)
+
+
+REGISTRY: dict[str, TunableModel] = {
+    "mal": TunableModel(
+        name="mal",
+        spec_module="mal.spec",
+        fit="mal.runner:fit",
+        evaluate="mal.runner:evaluate",
+        search_space=SPACES_DIR / "mal.yaml",
+        weights="mal.runner:export_weights",
+    ),
+}
+
+
+def get_model(name: str) -> TunableModel:
+    if name not in REGISTRY:
+        close = difflib.get_close_matches(name, list(REGISTRY), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UserError(f"--model: unknown model {name!r}{hint}; registered: {', '.join(REGISTRY)}")
+    return REGISTRY[name]

@@ -1,0 +1,368 @@
+"""Run a study: Ray Tune over the registry's trainable, the study folder contract (study.json,
+leaderboard.csv, best/), and the choice of the best trial at the largest budget reached."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from automl.registry import TunableModel
+from automl.space import SearchSpace
+from mal.errors import UserError
+
+STUDY_FILE = "study.json"
+LEADERBOARD_FILE = "leaderboard.csv"
+BEST_DIR = "best"
+
+
+@dataclass
+class TrialRecord:
+    trial_id: str
+    params: dict[str, Any]
+    status: str = "PENDING"  # PENDING RUNNING COMPLETED STOPPED FAILED
+    best_metric: float | None = None
+    epochs: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    started: float | None = None
+    seconds: float = 0.0
+    error: str = ""
+
+
+def atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
+        tmp.write(text)
+    os.replace(tmp.name, path)
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def select_best(records: list[TrialRecord], mode: str) -> TrialRecord | None:
+    """The best trial among those that reached the largest budget any successful trial reached.
+
+    A trial stopped at a low rung never beats one trained to the full budget on a low-epoch value.
+    """
+    usable = [r for r in records if r.status in ("COMPLETED", "STOPPED") and r.best_metric is not None]
+    if not usable:
+        return None
+    top_budget = max(r.epochs for r in usable)
+    finalists = [r for r in usable if r.epochs == top_budget]
+    pick = max if mode == "max" else min
+    return pick(finalists, key=lambda r: r.best_metric)
+
+
+class StudyState:
+    """What the driver knows about every trial; written to the study folder after every event."""
+
+    def __init__(self, study_dir: Path, settings: dict[str, Any], space: SearchSpace, metric: str, mode: str) -> None:
+        self.dir = study_dir
+        self.settings = settings
+        self.space = space
+        self.metric = metric
+        self.mode = mode
+        self.trials: dict[str, TrialRecord] = {}
+        self.started = time.time()
+        self.status = "running"
+        self.best: dict[str, Any] | None = None
+
+    def record(self, trial_id: str, params: dict[str, Any]) -> TrialRecord:
+        if trial_id not in self.trials:
+            self.trials[trial_id] = TrialRecord(trial_id, {k: params.get(k) for k in self.space.names})
+        return self.trials[trial_id]
+
+    def best_so_far(self) -> TrialRecord | None:
+        return select_best(list(self.trials.values()), self.mode)
+
+    def write(self) -> None:
+        names = self.space.names
+        rows = [
+            {
+                "trial_id": r.trial_id,
+                "status": r.status,
+                **{n: r.params.get(n) for n in names},
+                f"best_{self.metric}": "" if r.best_metric is None else f"{r.best_metric:.6f}",
+                "epochs": r.epochs,
+                "seconds": f"{r.seconds:.1f}",
+                "error": r.error,
+            }
+            for r in self.trials.values()
+        ]
+        header = ["trial_id", "status", *names, f"best_{self.metric}", "epochs", "seconds", "error"]
+        with tempfile.NamedTemporaryFile("w", dir=self.dir, suffix=".tmp", delete=False, newline="") as tmp:
+            writer = csv.DictWriter(tmp, fieldnames=header)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp.name, self.dir / LEADERBOARD_FILE)
+        counts: dict[str, int] = {}
+        for r in self.trials.values():
+            counts[r.status] = counts.get(r.status, 0) + 1
+        best = self.best_so_far()
+        doc = {
+            "status": self.status,
+            "settings": self.settings,
+            "search_space": self.space.to_dict(),
+            "started": self.started,
+            "elapsed_seconds": round(time.time() - self.started, 1),
+            "trials": counts,
+            "best_so_far": None
+            if best is None
+            else {"trial_id": best.trial_id, "params": best.params, self.metric: best.best_metric, "epochs": best.epochs},
+            "best": self.best,
+        }
+        atomic_write(self.dir / STUDY_FILE, json.dumps(doc, indent=2, default=str))
+
+
+def _make_recorder(state: StudyState, console: Console, max_trials: int, max_concurrent: int):
+    from ray.tune import Callback
+
+    class StudyRecorder(Callback):
+        """Keeps the study folder and the console up to date from the driver (works for remote trials)."""
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            rec = state.record(trial.trial_id, trial.config)
+            rec.status, rec.started = "RUNNING", time.time()
+            state.write()
+            console.print(f"[dim]start[/] {trial.trial_id}  " + "  ".join(f"{k}={_fmt(v)}" for k, v in rec.params.items()))
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            rec = state.record(trial.trial_id, trial.config)
+            value = _finite(result.get(state.metric))
+            rec.epochs = int(result.get("epoch", rec.epochs))
+            rec.history.append({"epoch": rec.epochs, state.metric: value})
+            if value is not None and (rec.best_metric is None or (value > rec.best_metric) == (state.mode == "max")):
+                rec.best_metric = value
+            rec.seconds = time.time() - (rec.started or time.time())
+            state.write()
+
+        def _finish(self, trial, status: str, error: str = "") -> None:
+            rec = state.record(trial.trial_id, trial.config)
+            rec.status, rec.error = status, error
+            if rec.started:
+                rec.seconds = time.time() - rec.started
+            state.write()
+            self._progress(trials_all=state.trials.values(), last=rec)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            budget = state.settings["max_epochs"]
+            rec = state.record(trial.trial_id, trial.config)
+            self._finish(trial, "COMPLETED" if rec.epochs >= budget else "STOPPED")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._finish(trial, "FAILED", _error_summary(trial))
+
+        def _progress(self, trials_all, last: TrialRecord) -> None:
+            recs = list(trials_all)
+            done = sum(r.status in ("COMPLETED", "STOPPED", "FAILED") for r in recs)
+            running = sum(r.status == "RUNNING" for r in recs)
+            pending = max(0, max_trials - done - running)
+            elapsed = time.time() - state.started
+            eta = elapsed / done * (max_trials - done) * min(1.0, running / max(1, max_concurrent)) if done else None
+            best = state.best_so_far()
+            best_text = f"best {state.metric} {best.best_metric:.4f} ({best.trial_id})" if best else "no result yet"
+            last_text = f"{last.trial_id} {last.status.lower()}" + (
+                f" {state.metric}={last.best_metric:.4f} @ {last.epochs} ep" if last.best_metric is not None else ""
+            )
+            console.print(
+                f"[bold]{done}/{max_trials} done[/] · {running} running · {pending} pending · {best_text} · "
+                f"{_clock(elapsed)} elapsed" + (f" · ETA {_clock(eta)}" if eta is not None and pending + running else "")
+                + f"   [dim]({last_text})[/]"
+            )
+
+    return StudyRecorder()
+
+
+def _error_summary(trial) -> str:
+    path = getattr(trial, "error_file", None) or ""
+    try:
+        text = Path(path).read_text().strip().splitlines() if path else []
+    except OSError:
+        text = []
+    lines = [ln for ln in text if ln.strip() and not ln.startswith(("Traceback", "  "))]
+    return (lines[-1] if lines else "trial failed")[:300]
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def _init_ray(num_cpus: float | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    address = os.environ.get("RAY_ADDRESS")
+    ray.init(
+        address=address or None,
+        num_cpus=None if address else num_cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.ERROR,
+        configure_logging=True,
+    )
+
+
+@dataclass
+class StudyResult:
+    state: StudyState
+    best: TrialRecord | None
+    best_dir: Path | None
+    final_metrics: dict[str, Any] | None
+
+
+def run_study(
+    model: TunableModel,
+    spec: Any,
+    space: SearchSpace,
+    study_dir: Path,
+    console: Console | None = None,
+) -> StudyResult:
+    """Run the study described by `spec.automl` over `space`; write the study folder; promote into best/."""
+    import torch
+    from ray import tune
+
+    from automl import algorithms
+    from automl.trial import run_trial, trial_dir
+
+    console = console or Console()
+    a = spec.automl
+    max_epochs = a.max_epochs or spec.train.num_epochs
+    gpus = a.gpus_per_trial if a.gpus_per_trial is not None else (1.0 if torch.cuda.is_available() else 0.0)
+    cpu_total = os.cpu_count() or 1
+    max_concurrent = a.max_concurrent or max(1, int(cpu_total // a.cpus_per_trial))
+    seed = a.seed if a.seed is not None else spec.train.seed
+    settings = {
+        "model": model.name,
+        "algorithm": a.algorithm,
+        "metric": a.metric,
+        "mode": a.mode,
+        "max_trials": a.max_trials,
+        "max_epochs": max_epochs,
+        "grace_period": min(a.grace_period, max_epochs),
+        "reduction_factor": a.reduction_factor,
+        "max_concurrent": max_concurrent,
+        "cpus_per_trial": a.cpus_per_trial,
+        "gpus_per_trial": gpus,
+        "seed": seed,
+        "max_failures": a.max_failures,
+    }
+    study_dir.mkdir(parents=True, exist_ok=True)
+    state = StudyState(study_dir, settings, space, a.metric, a.mode)
+    state.write()
+    atomic_write(study_dir / "spec.yaml", spec.to_yaml())
+
+    searcher, scheduler = algorithms.build(
+        a.algorithm,
+        space,
+        algorithms.StudySettings(
+            metric=a.metric,
+            mode=a.mode,
+            max_trials=a.max_trials,
+            max_epochs=max_epochs,
+            grace_period=settings["grace_period"],
+            reduction_factor=a.reduction_factor,
+            seed=seed,
+        ),
+    )
+    _init_ray(num_cpus=None)
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            run_trial,
+            model_name=model.name,
+            base_spec=spec.to_dict(),
+            study_dir=str(study_dir.resolve()),
+            max_epochs=max_epochs,
+            cpus=a.cpus_per_trial,
+            metric=a.metric,
+        ),
+        {"cpu": a.cpus_per_trial, "gpu": gpus},
+    )
+    console.print(
+        f"[bold]study[/] {model.name} · {a.algorithm} · {a.max_trials} trials × ≤{max_epochs} epochs · "
+        f"{max_concurrent} at once · searching {', '.join(space.names)}"
+    )
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=a.max_trials,
+            max_concurrent_trials=max_concurrent,
+            reuse_actors=False,
+        ),
+        run_config=tune.RunConfig(
+            name="ray",
+            storage_path=str(study_dir.resolve()),
+            callbacks=[_make_recorder(state, console, a.max_trials, max_concurrent)],
+            verbose=0,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=a.max_failures),
+        ),
+    )
+    tuner.fit()
+
+    best = state.best_so_far()
+    result = StudyResult(state, best, None, None)
+    if best is None:
+        state.status = "failed"
+        state.write()
+        return result
+    result.best_dir, result.final_metrics = promote(model, spec, best, trial_dir(study_dir, best.trial_id), study_dir)
+    state.status = "completed"
+    state.best = {
+        "trial_id": best.trial_id,
+        "params": best.params,
+        f"{a.metric}_during_search": best.best_metric,
+        "epochs": best.epochs,
+        "final_evaluation": result.final_metrics,
+        "model": str(result.best_dir / "model.pth"),
+    }
+    state.write()
+    return result
+
+
+def promote(model: TunableModel, spec: Any, best: TrialRecord, best_trial_dir: Path, study_dir: Path) -> tuple[Path, dict]:
+    """Final evaluation of the best trial's best checkpoint on the validation set, then best/: the weights,
+    the winning spec, and the metrics of that evaluation."""
+    train_dir = best_trial_dir / "train"
+    checkpoint = train_dir / "mal_model_best.pth"
+    if not checkpoint.is_file():
+        checkpoint = train_dir / "mal_model_latest.pth"
+    if not checkpoint.is_file():
+        raise UserError(f"best trial {best.trial_id} left no checkpoint in {train_dir}")
+    best_dir = study_dir / BEST_DIR
+    best_dir.mkdir(parents=True, exist_ok=True)
+    from mal.checkpoint import save_weights
+
+    save_weights(model.entry("weights")(checkpoint), best_dir / "model.pth")
+    values = {
+        **best.params,
+        "results_dir": str(best_dir.resolve()),
+        "train.num_epochs": spec.automl.max_epochs or spec.train.num_epochs,
+        "evaluate.checkpoint": str((best_dir / "model.pth").resolve()),
+        "train.resume_training_checkpoint_path": None,
+    }
+    winner = model.spec.with_values(spec, values)
+    atomic_write(best_dir / "spec.yaml", winner.to_yaml())
+    metrics, written = model.entry("evaluate")(winner)
+    shutil.copyfile(written, best_dir / "metrics.json")
+    return best_dir, metrics

@@ -1,0 +1,337 @@
+"""MAL's box-centred crops: one sample per box, expanded crop with wrap-around fill, train augmentation.
+
+Geometry follows the original MAL (`_expand_box`, wrap fill, non-aspect-preserving resize). One fix: the
+box mask is drawn geometrically in crop coordinates, so wrapped-in content never carries box pixels.
+Image crops are resized bilinearly (antialiased); the box mask samples the crop grid nearest-neighbour.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as F
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+
+from mal.coco import CocoSet, gt_mask
+from mal.errors import UserError
+from mal.metrics import class_balanced_miou, mask_iou
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+FLIP_P = 0.5
+JITTER_P, BRIGHTNESS, CONTRAST, SATURATION, HUE = 0.5, 0.4, 0.4, 0.2, 0.1
+GRAYSCALE_P = 0.2
+BLUR_P, BLUR_SIGMA = 0.5, (0.1, 2.0)
+MIN_SIDE_PX = 2
+
+Box = tuple[int, int, int, int]
+
+
+def train_instances(coco: CocoSet, min_obj_size: float, max_obj_size: float) -> tuple[list[dict], int]:
+    """Boxes MAL learns from (size window, w and h > 2 px, no crowds) and how many were skipped."""
+    kept = [
+        ann
+        for ann in coco.anns
+        if min_obj_size < ann["bbox"][2] * ann["bbox"][3] < max_obj_size
+        and ann["bbox"][2] > MIN_SIDE_PX
+        and ann["bbox"][3] > MIN_SIDE_PX
+        and not ann.get("iscrowd")
+    ]
+    return kept, len(coco.anns) - len(kept)
+
+
+def eval_instances(coco: CocoSet) -> list[dict]:
+    """Every box, crowds and tiny ones too: evaluation and inference decide, so nothing is dropped silently."""
+    return list(coco.anns)
+
+
+def expand_box(box_xyxy: Sequence[float], margins: Sequence[float]) -> Box:
+    """MAL's `_expand_box`: push each side away from the centre by (1 + margin), +1 on x1/y1, then floor/ceil."""
+    x0, y0, x1, y1 = box_xyxy
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    return (
+        math.floor(cx - (cx - x0) * (1 + margins[0])),
+        math.floor(cy - (cy - y0) * (1 + margins[1])),
+        math.ceil(cx + (x1 - cx) * (1 + margins[2]) + 1),
+        math.ceil(cy + (y1 - cy) * (1 + margins[3]) + 1),
+    )
+
+
+def train_margins(rng: np.random.Generator, margin_rate: Sequence[float]) -> np.ndarray:
+    """Random scale (m ~ U(margin_rate)) split randomly between opposite sides by gates: position jitter."""
+    margins = rng.uniform(margin_rate[0], margin_rate[1], 4)
+    g = rng.uniform(0.0, 1.0, 2)
+    return margins * np.array([g[0], g[1], 1 - g[0], 1 - g[1]])
+
+
+def eval_margins(test_margin_rate: Sequence[float]) -> np.ndarray:
+    """The original's deterministic test crop: half the rate on every side (1.3x box at 0.6)."""
+    return np.full(4, test_margin_rate[0] * 0.5)
+
+
+def crop_wrap(image: np.ndarray, ext_box: Box) -> np.ndarray:
+    """Crop `image` (H, W, ...) to ext_box; pixels outside the image come from its opposite side, as in MAL
+    (synthetic padding colours would corrupt the CRF's colour affinities)."""
+    x0, y0, x1, y1 = ext_box
+    rows = np.arange(y0, y1)
+    cols = np.arange(x0, x1)
+    return image.take(rows, axis=0, mode="wrap").take(cols, axis=1, mode="wrap")
+
+
+def box_pixels(bbox_xywh: Sequence[float], image_hw: Sequence[int]) -> Box:
+    """Pixel range [x0, x1) x [y0, y1) that a (fractional) box touches, clipped to the image."""
+    x, y, w, h = bbox_xywh
+    height, width = image_hw
+    return (
+        max(0, math.floor(x)),
+        max(0, math.floor(y)),
+        min(width, math.ceil(x + w)),
+        min(height, math.ceil(y + h)),
+    )
+
+
+def box_mask(bbox_xywh: Sequence[float], image_hw: Sequence[int]) -> np.ndarray:
+    """Full-image uint8 mask of the filled box."""
+    x0, y0, x1, y1 = box_pixels(bbox_xywh, image_hw)
+    mask = np.zeros(tuple(image_hw), np.uint8)
+    mask[y0:y1, x0:x1] = 1
+    return mask
+
+
+def crop_box_mask(bbox_xywh: Sequence[float], ext_box: Box, image_hw: Sequence[int], size: int) -> np.ndarray:
+    """(size, size) float32 box mask of the resized crop: 1 where a pixel samples an image pixel of the box."""
+    bx0, by0, bx1, by1 = box_pixels(bbox_xywh, image_hw)
+    x0, y0, x1, y1 = ext_box
+    centres = np.arange(size) + 0.5
+    cols = x0 + np.floor(centres * (x1 - x0) / size).astype(np.int64)
+    rows = y0 + np.floor(centres * (y1 - y0) / size).astype(np.int64)
+    inside_cols = (cols >= bx0) & (cols < bx1)
+    inside_rows = (rows >= by0) & (rows < by1)
+    return np.outer(inside_rows, inside_cols).astype(np.float32)
+
+
+def colour_augment(image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """The student branch: ColorJitter(0.4, 0.4, 0.2, 0.1) p=0.5 in random order, grayscale p=0.2,
+    Gaussian blur p=0.5; parameters come from `rng` so a sample is reproducible."""
+    if rng.random() < JITTER_P:
+        ops = [
+            (F.adjust_brightness, rng.uniform(1 - BRIGHTNESS, 1 + BRIGHTNESS)),
+            (F.adjust_contrast, rng.uniform(1 - CONTRAST, 1 + CONTRAST)),
+            (F.adjust_saturation, rng.uniform(1 - SATURATION, 1 + SATURATION)),
+            (F.adjust_hue, rng.uniform(-HUE, HUE)),
+        ]
+        for k in rng.permutation(len(ops)):
+            op, factor = ops[k]
+            image = op(image, float(factor))
+    if rng.random() < GRAYSCALE_P:
+        image = F.rgb_to_grayscale(image, num_output_channels=3)
+    if rng.random() < BLUR_P:
+        sigma = float(rng.uniform(*BLUR_SIGMA))
+        kernel = 2 * math.ceil(3 * sigma) + 1
+        image = F.gaussian_blur(image, [kernel, kernel], [sigma, sigma])
+    return image
+
+
+def normalize(image: torch.Tensor) -> torch.Tensor:
+    """uint8 (3, H, W) -> float32 scaled to [0, 1] and ImageNet-normalised."""
+    return F.normalize(F.to_dtype(image, torch.float32, scale=True), IMAGENET_MEAN, IMAGENET_STD)
+
+
+def decode_image(path: Path | str) -> np.ndarray:
+    """RGB uint8 (H, W, 3) pixels of an image file."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read image ({exc})") from None
+
+
+def collate(batch: list[dict]) -> dict[str, torch.Tensor]:
+    return {key: torch.stack([item[key] for item in batch]) for key in batch[0]}
+
+
+class _BoxCrops(Dataset):
+    """Shared machinery: batched fetch that decodes each distinct image once, plus a small LRU of images
+    (per process: every data-loader worker keeps its own)."""
+
+    def __init__(self, coco: CocoSet, instances: list[dict], crop_size: int, cache_size: int) -> None:
+        self.coco = coco
+        self.instances = instances
+        self.crop_size = crop_size
+        self.cache_size = cache_size
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.instances)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        anns = [self.instances[i] for i in indices]
+        images = {iid: self._image(iid) for iid in dict.fromkeys(ann["image_id"] for ann in anns)}
+        return [self._item(i, ann, images[ann["image_id"]]) for i, ann in zip(indices, anns, strict=True)]
+
+    def _item(self, index: int, ann: dict, image: np.ndarray) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def _image(self, image_id: int) -> np.ndarray:
+        if image_id in self._cache:
+            self._cache.move_to_end(image_id)
+            return self._cache[image_id]
+        path = self.coco.image_path(image_id)
+        image = decode_image(path)
+        info = self.coco.images[image_id]
+        if image.shape[:2] != (info["height"], info["width"]):
+            raise UserError(
+                f"{path}: image is {image.shape[1]}x{image.shape[0]} but its annotations say "
+                f"{info['width']}x{info['height']} (image id {image_id})"
+            )
+        if self.cache_size:
+            self._cache[image_id] = image
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return image
+
+    def _crop(
+        self, image: np.ndarray, ann: dict, margins: np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor, Box]:
+        """uint8 (3, S, S) image crop, float32 (1, S, S) box mask and the integer crop box."""
+        x, y, w, h = ann["bbox"]
+        ext_box = expand_box((x, y, x + w, y + h), margins)
+        pixels = torch.from_numpy(np.ascontiguousarray(crop_wrap(image, ext_box))).permute(2, 0, 1)
+        size = [self.crop_size, self.crop_size]
+        crop = F.resize(pixels, size, interpolation=F.InterpolationMode.BILINEAR, antialias=True)
+        mask = crop_box_mask(ann["bbox"], ext_box, image.shape[:2], self.crop_size)
+        return crop, torch.from_numpy(mask)[None], ext_box
+
+
+class MALTrainDataset(_BoxCrops):
+    """Random crop + flip shared by both views; colour augmentation on the student view only.
+
+    Randomness is seeded by (seed, epoch, index). Call `set_epoch` before each epoch's iterator is created
+    (workers copy the dataset when they start, so persistent workers would keep a stale epoch).
+    """
+
+    def __init__(
+        self,
+        coco: CocoSet,
+        instances: list[dict],
+        crop_size: int,
+        margin_rate: Sequence[float],
+        seed: int,
+        cache_size: int = 16,
+    ) -> None:
+        super().__init__(coco, instances, crop_size, cache_size)
+        self.margin_rate = tuple(margin_rate)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _item(self, index: int, ann: dict, image: np.ndarray) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        crop, boxmask, _ = self._crop(image, ann, train_margins(rng, self.margin_rate))
+        if rng.random() < FLIP_P:
+            crop, boxmask = F.horizontal_flip(crop), F.horizontal_flip(boxmask)
+        return {
+            "image": normalize(colour_augment(crop, rng)),
+            "timage": normalize(crop),
+            "boxmask": boxmask,
+            "box_area": torch.tensor(ann["bbox"][2] * ann["bbox"][3], dtype=torch.float32),
+        }
+
+
+class MALEvalDataset(_BoxCrops):
+    """Deterministic test crops plus what paste-back and metrics need (crop box, ids, image size)."""
+
+    def __init__(
+        self,
+        coco: CocoSet,
+        instances: list[dict],
+        crop_size: int,
+        test_margin_rate: Sequence[float],
+        cache_size: int = 16,
+    ) -> None:
+        super().__init__(coco, instances, crop_size, cache_size)
+        self.margins = eval_margins(test_margin_rate)
+
+    def _item(self, index: int, ann: dict, image: np.ndarray) -> dict[str, torch.Tensor]:
+        crop, boxmask, ext_box = self._crop(image, ann, self.margins)
+        return {
+            "image": normalize(crop),
+            "boxmask": boxmask,
+            "box_area": torch.tensor(ann["bbox"][2] * ann["bbox"][3], dtype=torch.float32),
+            "ext_box": torch.tensor(ext_box, dtype=torch.float32),
+            "bbox": torch.tensor(ann["bbox"], dtype=torch.float32),
+            "ann_id": torch.tensor(ann["id"], dtype=torch.int64),
+            "image_id": torch.tensor(ann["image_id"], dtype=torch.int64),
+            "category_id": torch.tensor(ann["category_id"], dtype=torch.int64),
+            "image_hw": torch.tensor(image.shape[:2], dtype=torch.int64),
+        }
+
+
+class EpochSampler(Sampler[int]):
+    """A (seed, epoch)-seeded order that resumes mid-epoch.
+
+    Data-loader workers pull indices ahead of training, so the sampler cannot count what was trained on:
+    the training loop reports it with `advance(n_samples)` after each step (all ranks' samples under DDP).
+    `state_dict()` goes into the checkpoint; after `load_state_dict()`, the next iteration skips exactly the
+    consumed samples. `__len__` stays the full epoch because Lightning restores its own batch counter and
+    ends the epoch when that counter reaches the full length.
+    """
+
+    def __init__(self, n: int, seed: int, shuffle: bool = True) -> None:
+        self.n = n
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+        self.consumed = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """A new epoch starts from its beginning; re-announcing the current epoch (on resume) keeps the skip."""
+        if epoch != self.epoch:
+            self.epoch, self.consumed = epoch, 0
+
+    def advance(self, n_samples: int) -> None:
+        self.consumed = min(self.n, self.consumed + n_samples)
+
+    def order(self) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.n)
+        return np.random.default_rng((self.seed, self.epoch)).permutation(self.n)
+
+    def __iter__(self):
+        return iter(self.order()[self.consumed :].tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "consumed": self.consumed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.consumed = int(state["epoch"]), int(state["consumed"])
+
+
+def box_fill_miou(coco: CocoSet) -> float:
+    """Class-balanced mIoU of 'the filled box is the mask' over non-crowd masks: the floor a model must beat."""
+    ious, categories = [], []
+    for ann in coco.anns:
+        if ann.get("iscrowd"):
+            continue
+        image = coco.images[ann["image_id"]]
+        hw = (image["height"], image["width"])
+        gt = gt_mask(ann, *hw)
+        if gt is None:
+            continue
+        ious.append(mask_iou(box_mask(ann["bbox"], hw), gt))
+        categories.append(ann["category_id"])
+    return class_balanced_miou(ious, categories)

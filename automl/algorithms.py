@@ -50,15 +50,17 @@ class FidelityAwareOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self.max_budget = max_budget
         self._budget: dict[str, int] = {}
+        self._reported: dict[str, set[int]] = {}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._completed_trials or self.metric not in result:
             return
         step = int(result.get(BUDGET_ATTR, result.get("training_iteration", 0)))
         self._budget[trial_id] = step
-        trial = self._ot_trials[trial_id]
-        if step not in trial.get_trial().intermediate_values:  # a restored trial may report an epoch again
-            trial.report(result[self.metric], step)
+        seen = self._reported.setdefault(trial_id, set())
+        if step not in seen:  # a restored trial may report an epoch again
+            seen.add(step)
+            self._ot_trials[trial_id].report(result[self.metric], step)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
@@ -103,7 +105,7 @@ class SpaceSampler(Searcher):
 def _tpe(space: SearchSpace, s: StudySettings) -> FidelityAwareOptunaSearch:
     sampler = optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=min(10, max(2, s.max_trials // 3)))
     return FidelityAwareOptunaSearch(
-        space=space.suggest, metric=s.metric, mode=s.mode, sampler=sampler, seed=s.seed, max_budget=s.max_epochs
+        space=space.suggest, metric=s.metric, mode=s.mode, sampler=sampler, max_budget=s.max_epochs
     )
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ray.tune import Callback
 from rich.console import Console
 
 from automl.registry import TunableModel
@@ -125,63 +126,69 @@ class StudyState:
         atomic_write(self.dir / STUDY_FILE, json.dumps(doc, indent=2, default=str))
 
 
-def _make_recorder(state: StudyState, console: Console, max_trials: int, max_concurrent: int):
-    from ray.tune import Callback
+class StudyRecorder(Callback):
+    """Keeps the study folder and the console up to date from the driver (works for remote trials)."""
 
-    class StudyRecorder(Callback):
-        """Keeps the study folder and the console up to date from the driver (works for remote trials)."""
+    def __init__(self, state: StudyState, console: Console, max_trials: int, max_concurrent: int) -> None:
+        self.state, self.console = state, console
+        self.max_trials, self.max_concurrent = max_trials, max_concurrent
 
-        def on_trial_start(self, iteration, trials, trial, **info):
-            rec = state.record(trial.trial_id, trial.config)
-            rec.status, rec.started = "RUNNING", time.time()
-            state.write()
-            console.print(f"[dim]start[/] {trial.trial_id}  " + "  ".join(f"{k}={_fmt(v)}" for k, v in rec.params.items()))
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its run config into the experiment state; a console holds locks
+        return {k: v for k, v in self.__dict__.items() if k != "console"}
 
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            rec = state.record(trial.trial_id, trial.config)
-            value = _finite(result.get(state.metric))
-            rec.epochs = int(result.get("epoch", rec.epochs))
-            rec.history.append({"epoch": rec.epochs, state.metric: value})
-            if value is not None and (rec.best_metric is None or (value > rec.best_metric) == (state.mode == "max")):
-                rec.best_metric = value
-            rec.seconds = time.time() - (rec.started or time.time())
-            state.write()
+    def __setstate__(self, data: dict[str, Any]) -> None:
+        self.__dict__.update(data, console=Console())
 
-        def _finish(self, trial, status: str, error: str = "") -> None:
-            rec = state.record(trial.trial_id, trial.config)
-            rec.status, rec.error = status, error
-            if rec.started:
-                rec.seconds = time.time() - rec.started
-            state.write()
-            self._progress(trials_all=state.trials.values(), last=rec)
+    def on_trial_start(self, iteration, trials, trial, **info):
+        rec = self.state.record(trial.trial_id, trial.config)
+        rec.status, rec.started = "RUNNING", time.time()
+        self.state.write()
+        self.console.print(f"[dim]start[/] {trial.trial_id}  " + "  ".join(f"{k}={_fmt(v)}" for k, v in rec.params.items()))
 
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            budget = state.settings["max_epochs"]
-            rec = state.record(trial.trial_id, trial.config)
-            self._finish(trial, "COMPLETED" if rec.epochs >= budget else "STOPPED")
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        rec = self.state.record(trial.trial_id, trial.config)
+        value = _finite(result.get(self.state.metric))
+        rec.epochs = int(result.get("epoch", rec.epochs))
+        rec.history.append({"epoch": rec.epochs, self.state.metric: value})
+        if value is not None and (rec.best_metric is None or (value > rec.best_metric) == (self.state.mode == "max")):
+            rec.best_metric = value
+        rec.seconds = time.time() - (rec.started or time.time())
+        self.state.write()
 
-        def on_trial_error(self, iteration, trials, trial, **info):
-            self._finish(trial, "FAILED", _error_summary(trial))
+    def _finish(self, trial, status: str, error: str = "") -> None:
+        rec = self.state.record(trial.trial_id, trial.config)
+        rec.status, rec.error = status, error
+        if rec.started:
+            rec.seconds = time.time() - rec.started
+        self.state.write()
+        self._progress(trials_all=self.state.trials.values(), last=rec)
 
-        def _progress(self, trials_all, last: TrialRecord) -> None:
-            recs = list(trials_all)
-            done = sum(r.status in ("COMPLETED", "STOPPED", "FAILED") for r in recs)
-            running = sum(r.status == "RUNNING" for r in recs)
-            pending = max(0, max_trials - done - running)
-            elapsed = time.time() - state.started
-            eta = elapsed / done * (max_trials - done) * min(1.0, running / max(1, max_concurrent)) if done else None
-            best = state.best_so_far()
-            best_text = f"best {state.metric} {best.best_metric:.4f} ({best.trial_id})" if best else "no result yet"
-            last_text = f"{last.trial_id} {last.status.lower()}" + (
-                f" {state.metric}={last.best_metric:.4f} @ {last.epochs} ep" if last.best_metric is not None else ""
-            )
-            console.print(
-                f"[bold]{done}/{max_trials} done[/] · {running} running · {pending} pending · {best_text} · "
-                f"{_clock(elapsed)} elapsed" + (f" · ETA {_clock(eta)}" if eta is not None and pending + running else "")
-                + f"   [dim]({last_text})[/]"
-            )
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        budget = self.state.settings["max_epochs"]
+        rec = self.state.record(trial.trial_id, trial.config)
+        self._finish(trial, "COMPLETED" if rec.epochs >= budget else "STOPPED")
 
-    return StudyRecorder()
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._finish(trial, "FAILED", _error_summary(trial))
+
+    def _progress(self, trials_all, last: TrialRecord) -> None:
+        recs = list(trials_all)
+        done = sum(r.status in ("COMPLETED", "STOPPED", "FAILED") for r in recs)
+        running = sum(r.status == "RUNNING" for r in recs)
+        pending = max(0, self.max_trials - done - running)
+        elapsed = time.time() - self.state.started
+        eta = elapsed / done * (self.max_trials - done) if done else None
+        best = self.state.best_so_far()
+        best_text = f"best {self.state.metric} {best.best_metric:.4f} ({best.trial_id})" if best else "no result yet"
+        last_text = f"{last.trial_id} {last.status.lower()}" + (
+            f" {self.state.metric}={last.best_metric:.4f} @ {last.epochs} ep" if last.best_metric is not None else ""
+        )
+        self.console.print(
+            f"[bold]{done}/{self.max_trials} done[/] · {running} running · {pending} pending · {best_text} · "
+            f"{_clock(elapsed)} elapsed" + (f" · ETA {_clock(eta)}" if eta is not None and pending + running else "")
+            + f"   [dim]({last_text})[/]"
+        )
 
 
 def _error_summary(trial) -> str:
@@ -203,13 +210,21 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
 
 
+def _quiet_libraries() -> None:
+    """Our progress lines are the study's console; Ray's tables and Optuna's per-trial logs stay out of it."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+
+
 def _init_ray(num_cpus: float | None) -> None:
     import ray
 
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     address = os.environ.get("RAY_ADDRESS")
     ray.init(
         address=address or None,
@@ -244,6 +259,7 @@ def run_study(
     from automl.trial import run_trial, trial_dir
 
     console = console or Console()
+    _quiet_libraries()
     a = spec.automl
     max_epochs = a.max_epochs or spec.train.num_epochs
     gpus = a.gpus_per_trial if a.gpus_per_trial is not None else (1.0 if torch.cuda.is_available() else 0.0)
@@ -312,7 +328,7 @@ def run_study(
         run_config=tune.RunConfig(
             name="ray",
             storage_path=str(study_dir.resolve()),
-            callbacks=[_make_recorder(state, console, a.max_trials, max_concurrent)],
+            callbacks=[StudyRecorder(state, console, a.max_trials, max_concurrent)],
             verbose=0,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=a.max_failures),

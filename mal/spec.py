@@ -108,7 +108,7 @@ class TrainConfig(_Devices):
     warmup_epochs: int = Field(1, ge=0, description="Linear warmup epochs.")
     margin_rate: list[float] = Field(default_factory=lambda: [0, 1.2], description="Train crop expansion range.")
     test_margin_rate: list[float] = Field(default_factory=lambda: [0.6, 0.6], description="Test crop expansion.")
-    mask_thres: list[float] = Field(default_factory=lambda: [0.1], description="Binarisation threshold: 1 or 3 (small/medium/large).")
+    mask_thres: list[float] = Field(default_factory=lambda: [0.1], validate_default=True, description="Binarisation threshold: 1 or 3 (small/medium/large).")
     loss_mil_weight: float = Field(4, ge=0, description="Weight of the MIL box-projection loss.")
     loss_crf_weight: float = Field(0.5, ge=0, description="Weight of the CRF pseudo-label loss.")
     crf_zeta: float = Field(0.1, gt=0, description="Colour bandwidth of the CRF affinity.")

@@ -1,0 +1,124 @@
+"""MAL's two losses from boxes alone: MIL box projections, and Dice to mean-field CRF pseudo-labels.
+
+Everything runs in float32 with autocast off: sums of squares over 128² pixels and 100 products of
+probabilities are not safe in fp16/bf16.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mal.spec import TrainConfig
+
+
+def _fp32(x: torch.Tensor) -> torch.autocast:
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
+def dice_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample 1 − 2Σpg / (Σp² + Σg²), the original's squared-denominator form (eps 0.001 on each sum)."""
+    with _fp32(pred):
+        p = pred.float().flatten(1)
+        g = target.float().flatten(1)
+        return 1 - 2 * (p * g).sum(1) / ((p * p).sum(1) + 0.001 + (g * g).sum(1) + 0.001)
+
+
+def mil_loss(probs: torch.Tensor, boxmask: torch.Tensor) -> torch.Tensor:
+    """Every row and column crossing the box must hold some object, the rest none (BoxInst projections)."""
+    with _fp32(probs):
+        p, b = probs.float(), boxmask.float()
+        return dice_loss(p.amax(dim=-1), b.amax(dim=-1)) + dice_loss(p.amax(dim=-2), b.amax(dim=-2))
+
+
+@torch.no_grad()
+def mean_field_pseudo_labels(
+    image: torch.Tensor,
+    probs: torch.Tensor,
+    boxmask: torch.Tensor,
+    kernel_size: int,
+    zeta: float,
+    num_iter: int,
+    low: float,
+    high: float,
+) -> torch.Tensor:
+    """MAL's CRF: snap the predicted mask to colour edges inside the box; returns a constant {0,1} target."""
+    with _fp32(image):
+        image, probs, box = image.float(), probs.float(), boxmask.float().flatten(2)
+        n, _, height, width = image.shape
+        taps, pad = kernel_size * kernel_size, kernel_size // 2
+
+        def neighbours(x: torch.Tensor) -> torch.Tensor:
+            return F.unfold(x, kernel_size, padding=pad).view(x.shape[0], x.shape[1], taps, height * width)
+
+        # Colour affinity to every tap of the window, centre included. Taps outside the image need no mask:
+        # unfold pads log q with 0 there, so they add nothing to either label's sum.
+        centre = image.flatten(2).unsqueeze(2)
+        affinity = torch.exp(-((neighbours(image) - centre) ** 2).sum(1) / (2 * zeta**2))
+
+        q = (probs.flatten(2) * box).clamp(low, high)
+        for _ in range(num_iter):
+            log_q = torch.cat([1 - q, q], 1).log().view(n, 2, height, width)
+            agg = torch.exp((neighbours(log_q) * affinity.unsqueeze(1)).sum(2))
+            bg, fg = agg[:, 0:1], agg[:, 1:2] * box
+            q = (fg / (fg + bg + 1e-6)).clamp(low, high)
+        return (q > 0.5).float().view(n, 1, height, width)
+
+
+def crf_loss(student_probs: torch.Tensor, pseudo: torch.Tensor) -> torch.Tensor:
+    return dice_loss(student_probs, pseudo)
+
+
+def loss_ramp(step: int, epoch: int, ramp_steps: int) -> float:
+    """Linear warm-up of a loss weight over the first epoch's steps, as the original."""
+    if epoch > 0 or ramp_steps <= 0:
+        return 1.0
+    return min(1.0, step / ramp_steps)
+
+
+def mal_losses(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    image: torch.Tensor,
+    boxmask: torch.Tensor,
+    cfg: TrainConfig,
+    step: int,
+    epoch: int,
+) -> dict[str, torch.Tensor]:
+    """The training objective; "loss_mil"/"loss_crf" are the unweighted means, for logging."""
+    with _fp32(student_logits):
+        out_size = tuple(student_logits.shape[-2:])
+        crf_size = tuple(max(1, round(s * cfg.crf_size_ratio)) for s in out_size)
+        if boxmask.dim() == 3:
+            boxmask = boxmask.unsqueeze(1)
+
+        def resize(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+            x = x.float()
+            return (
+                x
+                if x.shape[-2:] == size
+                else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            )
+
+        student = torch.sigmoid(student_logits.float())
+        loss_mil = mil_loss(student, resize(boxmask, out_size)).mean()
+
+        # The CRF target starts from the student-teacher mean: the teacher's only role in training.
+        mixed = (student.detach() + torch.sigmoid(teacher_logits.detach().float())) / 2
+        pseudo = mean_field_pseudo_labels(
+            resize(image, crf_size),
+            resize(mixed, crf_size),
+            resize(boxmask, crf_size),
+            kernel_size=cfg.crf_kernel_size,
+            zeta=cfg.crf_zeta,
+            num_iter=cfg.crf_num_iter,
+            low=cfg.crf_value_low_thres,
+            high=cfg.crf_value_high_thres,
+        )
+        loss_crf = crf_loss(resize(student, crf_size), pseudo).mean()
+
+        loss = (
+            cfg.loss_mil_weight * loss_ramp(step, epoch, cfg.loss_mil_step) * loss_mil
+            + cfg.loss_crf_weight * loss_ramp(step, epoch, cfg.loss_crf_step) * loss_crf
+        )
+        return {"loss": loss, "loss_mil": loss_mil.detach(), "loss_crf": loss_crf.detach()}

@@ -170,11 +170,12 @@ class _BoxCrops(Dataset):
     def __len__(self) -> int:
         return len(self.instances)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         return self.__getitems__([index])[0]
 
-    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
-        anns = [self.instances[i] for i in indices]
+    def __getitems__(self, indices: list) -> list[dict[str, torch.Tensor]]:
+        """Indices are sample numbers, or (epoch, sample) pairs from an epoch-tagging sampler."""
+        anns = [self.instances[i[1] if isinstance(i, tuple) else i] for i in indices]
         images = {iid: self._image(iid) for iid in dict.fromkeys(ann["image_id"] for ann in anns)}
         return [self._item(i, ann, images[ann["image_id"]]) for i, ann in zip(indices, anns, strict=True)]
 
@@ -236,8 +237,9 @@ class MALTrainDataset(_BoxCrops):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _item(self, index: int, ann: dict, image: np.ndarray) -> dict[str, torch.Tensor]:
-        rng = np.random.default_rng((self.seed, self.epoch, index))
+    def _item(self, index: int | tuple[int, int], ann: dict, image: np.ndarray) -> dict[str, torch.Tensor]:
+        epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
+        rng = np.random.default_rng((self.seed, epoch, index))
         crop, boxmask, _ = self._crop(image, ann, train_margins(rng, self.margin_rate))
         if rng.random() < FLIP_P:
             crop, boxmask = F.horizontal_flip(crop), F.horizontal_flip(boxmask)
@@ -288,10 +290,13 @@ class EpochSampler(Sampler[int]):
     ends the epoch when that counter reaches the full length.
     """
 
-    def __init__(self, n: int, seed: int, shuffle: bool = True) -> None:
+    def __init__(self, n: int, seed: int, shuffle: bool = True, tag_epoch: bool = False) -> None:
         self.n = n
         self.seed = seed
         self.shuffle = shuffle
+        # (epoch, index) pairs carry the epoch to the dataset's augmentation seed, even inside worker
+        # processes that copied the dataset before Lightning announced the epoch
+        self.tag_epoch = tag_epoch
         self.epoch = 0
         self.consumed = 0
 
@@ -309,7 +314,8 @@ class EpochSampler(Sampler[int]):
         return np.random.default_rng((self.seed, self.epoch)).permutation(self.n)
 
     def __iter__(self):
-        return iter(self.order()[self.consumed :].tolist())
+        order = self.order()[self.consumed :].tolist()
+        return iter([(self.epoch, i) for i in order] if self.tag_epoch else order)
 
     def __len__(self) -> int:
         return self.n

@@ -13,11 +13,6 @@ from torch.utils.data import DataLoader
 
 
 class ResumableLoader(DataLoader):
-    def __iter__(self):
-        # workers copy the dataset when they start: hand it the epoch first (its augmentation seed)
-        self.dataset.set_epoch(self.sampler.epoch)
-        return super().__iter__()
-
     def mark_batches_done(self, batches: int) -> None:
         self.sampler.consumed = min(batches * self.batch_size, len(self.sampler))
 

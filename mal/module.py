@@ -37,14 +37,16 @@ def lr_factor(step: int, steps_per_epoch: int, warmup_epochs: int, num_epochs: i
 
 
 class MALModule(L.LightningModule):
-    def __init__(self, spec: ExperimentSpec, val_coco: CocoSet | None = None) -> None:
+    def __init__(self, spec: ExperimentSpec, val_coco: CocoSet | None = None, steps_per_epoch: int | None = None) -> None:
         super().__init__()
         self.spec = spec
+        # Known to the runner; asking the Trainer (estimated_stepping_batches) here would build the train
+        # loader before a checkpoint's loader state is restored and break mid-epoch resume.
+        self.steps_per_epoch = steps_per_epoch
         self.net = build_mal(spec.model, spec.dataset.crop_size)
         self.val_coco = val_coco
         self._val_anns = {a["id"]: a for a in val_coco.anns} if val_coco else {}
         self._records: list[dict[str, Any]] = []
-        self._ema_step = 0
         self._thresholds = thresholds_by_bucket(spec.train.mask_thres)
 
     # ------------------------------------------------------------------ training
@@ -61,7 +63,7 @@ class MALModule(L.LightningModule):
         optimizer = torch.optim.AdamW(
             params, lr=self.effective_lr(), betas=(t.optim_momentum, t.optim_betas[1]), eps=t.optim_eps, weight_decay=t.wd
         )
-        steps_per_epoch = max(1, int(self.trainer.estimated_stepping_batches) // max(1, self.trainer.max_epochs))
+        steps_per_epoch = self.steps_per_epoch or max(1, int(self.trainer.estimated_stepping_batches) // self.trainer.max_epochs)
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer,
             lambda step: lr_factor(step, steps_per_epoch, t.warmup_epochs, t.num_epochs, t.min_lr_rate, t.num_wave),
@@ -91,13 +93,10 @@ class MALModule(L.LightningModule):
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
         return losses["loss"]
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.global_step > self._ema_step:  # only after a real optimizer step (not mid-accumulation)
-            self._ema_step = self.global_step
-            self.net.ema_update(self.spec.model.teacher_momentum)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._ema_step = int(checkpoint.get("global_step", 0))
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # the teacher follows each real optimizer step, before any checkpoint of that step is written
+        self.net.ema_update(self.spec.model.teacher_momentum)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["mal_spec"] = self.spec.to_dict()

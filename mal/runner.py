@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 import warnings
@@ -66,7 +67,7 @@ def _loader(dataset, batch_size: int, workers: int, sampler=None, train: bool = 
         num_workers=workers,
         collate_fn=collate,
         pin_memory=torch.cuda.is_available(),
-        persistent_workers=workers > 0 and not train,  # train workers must see each new epoch
+        persistent_workers=workers > 0,
     )
 
 
@@ -106,10 +107,12 @@ def fit(
     val_coco, val_set = _val_set(spec, d.val_ann_path, d.val_img_dir)
     gpu = use_gpu(t.num_gpus)
     workers = d.num_workers_per_gpu
-    train_loader = _loader(train_set, t.batch_size, workers, EpochSampler(len(train_set), t.seed), train=True)
+    train_loader = _loader(train_set, t.batch_size, workers, EpochSampler(len(train_set), t.seed, tag_epoch=True), train=True)
     val_loader = _loader(val_set, spec.evaluate.batch_size, workers)
 
-    module = MALModule(spec, val_coco)
+    world = (len(t.gpu_ids) if gpu else 1) * t.num_nodes
+    batches_per_rank = math.ceil(len(train_set) / world / t.batch_size)
+    module = MALModule(spec, val_coco, steps_per_epoch=math.ceil(batches_per_rank / t.accum_grad_batches))
     resume = t.resume_training_checkpoint_path or ckpt.latest(train_dir)
     if t.pretrained_model_path and not resume:
         from mal.model import load_pretrained
@@ -124,6 +127,7 @@ def fit(
         auto_insert_metric_name=False,
         save_top_k=-1,
         save_last=True,
+        enable_version_counter=False,  # a resumed run overwrites mal_model_latest.pth, never writes -v1 copies
         every_n_epochs=t.checkpoint_interval if t.checkpoint_interval_unit == "epoch" else None,
         every_n_train_steps=t.checkpoint_interval if t.checkpoint_interval_unit == "step" else None,
     )

@@ -36,3 +36,47 @@ def demo_data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo")
     write_demo_dataset(out, seed=0)
     return out
+
+
+# A MAL small enough to train in seconds on one CPU core: 4x4 tokens, a 16-channel head.
+TINY = [
+    "model.arch=vit-micro/8",
+    "dataset.crop_size=32",
+    "model.mask_head_hidden_channel=16",
+    "model.mask_head_out_channel=16",
+    "dataset.min_obj_size=64",
+    "dataset.num_workers_per_gpu=0",
+    "train.num_gpus=0",
+    "train.batch_size=8",
+    "train.lr=1.0e-4",
+    "train.crf_num_iter=5",
+    "train.loss_mil_step=4",
+    "train.loss_crf_step=8",
+    "evaluate.batch_size=16",
+    "inference.batch_size=16",
+]
+
+
+def data_args(data: Path) -> list[str]:
+    return [
+        f"dataset.train_ann_path={data / 'train' / 'annotations.json'}",
+        f"dataset.train_img_dir={data / 'train' / 'images'}",
+        f"dataset.val_ann_path={data / 'val' / 'annotations.json'}",
+        f"dataset.val_img_dir={data / 'val' / 'images'}",
+    ]
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    from mal.synthetic import write_demo_dataset
+
+    out = tmp_path_factory.mktemp("tiny")
+    write_demo_dataset(out, seed=1, num_train=6, num_val=3, image_size=96)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    import torch
+
+    torch.set_num_threads(1)

@@ -158,7 +158,6 @@ def build(algorithm: str, space: SearchSpace, s: StudySettings) -> tuple[Searche
             perturbation_interval=s.grace_period,
             hyperparam_mutations=_pbt_mutations(space),
             synch=False,
-            seed=s.seed,
             **common,
         )
         return SpaceSampler(space, s.metric, s.mode, s.seed), scheduler

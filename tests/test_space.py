@@ -273,7 +273,7 @@ def test_to_optuna_builds_matching_distributions():
         optuna.distributions.IntDistribution,
         optuna.distributions.CategoricalDistribution,
     )
-    assert dists["train.lr"] == fd(1.0e-7, 1.0e-4, log=True)
+    assert dists["train.lr"] == fd(1.0e-7, 1.0e-3, log=True)
     assert dists["train.loss_crf_weight"] == fd(0.0, 2.0, log=False)
     assert dists["train.warmup_epochs"] == idist(0, 2)
     assert dists["train.crf_num_iter"] == idist(10, 100, step=10)

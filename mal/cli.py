@@ -65,7 +65,8 @@ def inference(spec: Path = SpecOption, overrides: list[str] = Overrides) -> None
 @app.command()
 def template(action: str = typer.Argument("train", help="train | evaluate | inference")) -> None:
     """Print a complete spec of defaults for an action (it loads back unchanged)."""
-    from mal.spec import ACTIONS, template as make_template
+    from mal.spec import ACTIONS
+    from mal.spec import template as make_template
 
     if action not in ACTIONS:
         from mal.errors import UserError

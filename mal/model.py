@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import pickle
 from itertools import pairwise
-from typing import Any
 
 import timm
 import torch
 import torch.nn.functional as F
-from timm.layers import PatchEmbed, resample_abs_pos_embed
+from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -32,22 +30,6 @@ _MAE_ONLY_PREFIXES = ("decoder", "mask_token")
 # ---------------------------------------------------------------------------------------------- backbone
 
 
-class ConvStemEmbed(PatchEmbed):
-    """The original MAL's patch embedding: stride-2 3x3 convs (GroupNorm, GELU) down to the patch grid, then a
-    1x1 projection ("early convolutions help transformers see better"). Used by the random-init CPU archs,
-    where it learns local colour and edges far faster than one linear patch projection."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        stages = int(math.log2(self.patch_size[0]))
-        channels = [self.proj.in_channels] + [self.proj.out_channels // 2 ** (stages - 1 - i) for i in range(stages)]
-        layers: list[nn.Module] = []
-        for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
-            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.GroupNorm(1, c_out), nn.GELU()]
-        layers.append(nn.Conv2d(channels[-1], self.proj.out_channels, 1))
-        self.proj = nn.Sequential(*layers)
-
-
 def build_backbone(arch: str, crop_size: int, drop_path_rate: float) -> VisionTransformer:
     """A stock timm ViT (standard PatchEmbed, final norm) sized for the crop, so MAE/DeiT weights load as-is."""
     if arch not in ARCHS:
@@ -64,7 +46,6 @@ def build_backbone(arch: str, crop_size: int, drop_path_rate: float) -> VisionTr
             global_pool="",
             class_token=True,
             drop_path_rate=drop_path_rate,
-            embed_layer=ConvStemEmbed,
         )
     return timm.create_model(
         info.timm_name,

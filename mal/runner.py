@@ -18,10 +18,11 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from mal import checkpoint as ckpt
-from mal.coco import CocoSet, load_coco
+from mal.coco import CocoSet, gt_mask, load_coco
 from mal.data import EpochSampler, MALEvalDataset, MALTrainDataset, collate, eval_instances, train_instances
 from mal.errors import UserError
 from mal.loader import ResumableLoader
+from mal.metrics import region_iou
 from mal.module import MALModule, compute_metrics
 from mal.predict import paste_masks, thresholds_by_bucket
 from mal.spec import ExperimentSpec
@@ -238,9 +239,6 @@ def evaluate(spec: ExperimentSpec) -> tuple[dict[str, float], Path]:
 
 def infer(spec: ExperimentSpec) -> dict[str, Any]:
     """Label every input box: the input json with `annotations` replaced, one mask per box, same ids."""
-    from mal.metrics import region_iou
-    from mal.coco import gt_mask
-
     inf = spec.inference
     coco = load_coco(inf.ann_path, inf.img_dir, check_images=True)
     dataset = MALEvalDataset(coco, eval_instances(coco), spec.dataset.crop_size, spec.train.test_margin_rate)

@@ -98,11 +98,10 @@ def test_epoch_boundary_auto_resume_reproduces_the_uninterrupted_weights(full_ru
 def test_evaluate_and_inference_contracts(full_run, tiny_data, tmp_path):
     out, _, _ = full_run
     ckpt = out / "train" / "mal_model_best.pth"
-    common = ["-e", "/dev/null"] if False else []
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text("results_dir: " + str(tmp_path) + "\n")
     args = [*TINY, *data_args(tiny_data)]
-    done = run_cli("mal", "evaluate", "-e", str(spec_file), *args, f"evaluate.checkpoint={ckpt}", *common)
+    done = run_cli("mal", "evaluate", "-e", str(spec_file), *args, f"evaluate.checkpoint={ckpt}")
     assert done.returncode == 0, done.stderr
     metrics = json.loads((tmp_path / "evaluate" / "metrics.json").read_text())
     for key in ("mIoU", "mIoU_small", "mIoU_medium", "mIoU_large", "mask_AP", "mask_AP50", "num_instances"):

@@ -22,7 +22,7 @@ from ray.tune.schedulers import (
     PopulationBasedTraining,
     TrialScheduler,
 )
-from ray.tune.search import Searcher
+from ray.tune.search import BasicVariantGenerator, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from automl.space import SearchSpace
@@ -109,25 +109,29 @@ def _tpe(space: SearchSpace, s: StudySettings) -> FidelityAwareOptunaSearch:
     )
 
 
+def _tune_domain(p: Any) -> Any:
+    if p.type == "float":
+        return tune.loguniform(p.low, p.high) if p.log else tune.uniform(p.low, p.high)
+    if p.type == "int":
+        return tune.randint(int(p.low), int(p.high) + 1)
+    return tune.choice(list(p.choices if p.type == "categorical" else [False, True]))
+
+
 def _pbt_mutations(space: SearchSpace) -> dict[str, Any]:
     """PBT perturbs training hyperparameters only: model.* and dataset.* change the network or its input
     size, which a checkpoint cannot carry over."""
-    mutations: dict[str, Any] = {}
-    for p in space.params:
-        if p.name.startswith(("model.", "dataset.")):
-            continue
-        if p.type == "float":
-            mutations[p.name] = tune.loguniform(p.low, p.high) if p.log else tune.uniform(p.low, p.high)
-        elif p.type == "int":
-            mutations[p.name] = tune.randint(int(p.low), int(p.high) + 1)
-        else:
-            mutations[p.name] = list(p.choices if p.type == "categorical" else [False, True])
+    mutations = {p.name: _tune_domain(p) for p in space.params if not p.name.startswith(("model.", "dataset."))}
     if not mutations:
         raise UserError("automl.algorithm=pbt: the space has no training hyperparameter PBT can perturb")
     return mutations
 
 
-def build(algorithm: str, space: SearchSpace, s: StudySettings) -> tuple[Searcher, TrialScheduler]:
+def param_space(algorithm: str, space: SearchSpace) -> dict[str, Any]:
+    """Tune's own config space: only PBT needs it (its keys must exist for Tune's generator)."""
+    return {p.name: _tune_domain(p) for p in space.params} if algorithm == "pbt" else {}
+
+
+def build(algorithm: str, space: SearchSpace, s: StudySettings) -> tuple[Searcher | BasicVariantGenerator, TrialScheduler]:
     common = {"time_attr": BUDGET_ATTR, "metric": s.metric, "mode": s.mode}
     if algorithm == "asha":
         scheduler: TrialScheduler = ASHAScheduler(
@@ -160,5 +164,8 @@ def build(algorithm: str, space: SearchSpace, s: StudySettings) -> tuple[Searche
             synch=False,
             **common,
         )
-        return SpaceSampler(space, s.metric, s.mode, s.seed), scheduler
+        # PBT refuses searchers; Tune's plain generator runs our own random starting points
+        rng = np.random.default_rng(s.seed)
+        starts = BasicVariantGenerator(points_to_evaluate=[space.random_sample(rng) for _ in range(s.max_trials)])
+        return starts, scheduler
     raise UserError(f"automl.algorithm: {algorithm!r} is not one of {', '.join(ALGORITHMS)}")

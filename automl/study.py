@@ -319,6 +319,7 @@ def run_study(
     )
     tuner = tune.Tuner(
         trainable,
+        param_space=algorithms.param_space(a.algorithm, space),
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             scheduler=scheduler,

@@ -332,7 +332,8 @@ def run_study(
             storage_path=str(study_dir.resolve()),
             callbacks=[StudyRecorder(state, console, a.max_trials, max_concurrent)],
             verbose=0,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # PBT exploits restore a donor's reported checkpoint, which must still exist by then
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None if a.algorithm == "pbt" else 1),
             failure_config=tune.FailureConfig(max_failures=a.max_failures),
         ),
     )

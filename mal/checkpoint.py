@@ -23,11 +23,6 @@ def latest(train_dir: str | Path) -> Path | None:
     return path if path.is_file() else None
 
 
-def best(train_dir: str | Path) -> Path | None:
-    path = Path(train_dir) / f"{BEST_NAME}{EXTENSION}"
-    return path if path.is_file() else None
-
-
 def load(path: str | Path) -> dict[str, Any]:
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)

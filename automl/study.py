@@ -4,12 +4,12 @@ leaderboard.csv, best/), and the choice of the best trial at the largest budget 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +21,7 @@ from rich.console import Console
 from automl.registry import TunableModel
 from automl.space import SearchSpace
 from mal.errors import UserError
+from mal.storage import atomic_write_text as atomic_write
 
 STUDY_FILE = "study.json"
 LEADERBOARD_FILE = "leaderboard.csv"
@@ -38,13 +39,6 @@ class TrialRecord:
     started: float | None = None
     seconds: float = 0.0
     error: str = ""
-
-
-def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        tmp.write(text)
-    os.replace(tmp.name, path)
 
 
 def _finite(value: Any) -> float | None:
@@ -102,11 +96,11 @@ class StudyState:
             for r in self.trials.values()
         ]
         header = ["trial_id", "status", *names, f"best_{self.metric}", "epochs", "seconds", "error"]
-        with tempfile.NamedTemporaryFile("w", dir=self.dir, suffix=".tmp", delete=False, newline="") as tmp:
-            writer = csv.DictWriter(tmp, fieldnames=header)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp.name, self.dir / LEADERBOARD_FILE)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write(self.dir / LEADERBOARD_FILE, buffer.getvalue())
         counts: dict[str, int] = {}
         for r in self.trials.values():
             counts[r.status] = counts.get(r.status, 0) + 1

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from mal.metrics import region_iou
 from mal.module import MALModule, compute_metrics
 from mal.predict import paste_masks, thresholds_by_bucket
 from mal.spec import ExperimentSpec
+from mal.storage import atomic_write_text
 
 log = logging.getLogger("mal")
 
@@ -212,12 +211,7 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
 
 
 def write_json(data: Any, path: Path) -> Path:
-    """Atomic write: a kill mid-write leaves any previous file intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        json.dump(data, tmp)
-    os.replace(tmp.name, path)
-    return path
+    return atomic_write_text(path, json.dumps(data))
 
 
 def evaluate(spec: ExperimentSpec) -> tuple[dict[str, float], Path]:

@@ -54,6 +54,15 @@ def _cache_key(location: str) -> str:
     return hashlib.sha256(f"{location}|{stamp}".encode()).hexdigest()[:16]
 
 
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Temp file + rename: a kill mid-write leaves any previous file intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, newline="") as tmp:
+        tmp.write(text)
+    os.replace(tmp.name, path)
+    return path
+
+
 def _download(location: str) -> Path:
     """A remote file, copied once into the cache."""
     target = cache_root() / "files" / _cache_key(location) / Path(location.rstrip("/")).name

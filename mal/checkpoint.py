@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from mal.errors import UserError
 
@@ -41,11 +42,29 @@ def network_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     return state
 
 
-def save_weights(state: dict[str, torch.Tensor], path: str | Path) -> Path:
-    """Write a weights-only state dict atomically: a kill mid-save leaves the previous file intact."""
+def save_atomic(obj: Any, path: str | Path) -> Path:
+    """torch.save through a temp file and a rename: a kill mid-save leaves the previous file intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        torch.save(state, tmp)
+        try:
+            torch.save(obj, tmp)
+        except BaseException:
+            os.unlink(tmp.name)
+            raise
     os.replace(tmp.name, path)
     return path
+
+
+def save_weights(state: dict[str, torch.Tensor], path: str | Path) -> Path:
+    return save_atomic(state, path)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer with temp + rename for local files (its own writes in place)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        if storage_options is not None or "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+        else:
+            save_atomic(checkpoint, path)

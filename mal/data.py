@@ -280,20 +280,32 @@ class MALEvalDataset(_BoxCrops):
         }
 
 
+def rank_and_world() -> tuple[int, int]:
+    """This process's DDP rank and the world size; (0, 1) outside a process group."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 class EpochSampler(Sampler[int]):
-    """A (seed, epoch)-seeded order that resumes mid-epoch.
+    """A (seed, epoch)-seeded order, sharded over DDP ranks, that resumes mid-epoch.
+
+    Under DDP each rank takes every world-th sample of the epoch's order; with `pad`, the order is first
+    repeated up to a multiple of the world size so every rank runs the same number of steps (training
+    needs that for its gradient all-reduce; validation does not, and gathers then de-duplicates). The rank
+    is read when iterating, because Lightning creates the process group after the loaders exist.
 
     Data-loader workers pull indices ahead of training, so the sampler cannot count what was trained on:
-    the training loop reports it with `advance(n_samples)` after each step (all ranks' samples under DDP).
-    `state_dict()` goes into the checkpoint; after `load_state_dict()`, the next iteration skips exactly the
-    consumed samples. `__len__` stays the full epoch because Lightning restores its own batch counter and
-    ends the epoch when that counter reaches the full length.
+    the training loop reports this rank's finished samples (`consumed`). `state_dict()` goes into the
+    checkpoint; after `load_state_dict()`, the next iteration skips exactly the consumed samples. `__len__`
+    stays the full share because Lightning restores its own batch counter and ends the epoch at that length.
     """
 
-    def __init__(self, n: int, seed: int, shuffle: bool = True, tag_epoch: bool = False) -> None:
+    def __init__(self, n: int, seed: int, shuffle: bool = True, tag_epoch: bool = False, pad: bool = True) -> None:
         self.n = n
         self.seed = seed
         self.shuffle = shuffle
+        self.pad = pad
         # (epoch, index) pairs carry the epoch to the dataset's augmentation seed, even inside worker
         # processes that copied the dataset before Lightning announced the epoch
         self.tag_epoch = tag_epoch
@@ -305,20 +317,27 @@ class EpochSampler(Sampler[int]):
         if epoch != self.epoch:
             self.epoch, self.consumed = epoch, 0
 
-    def advance(self, n_samples: int) -> None:
-        self.consumed = min(self.n, self.consumed + n_samples)
-
     def order(self) -> np.ndarray:
         if not self.shuffle:
             return np.arange(self.n)
         return np.random.default_rng((self.seed, self.epoch)).permutation(self.n)
 
+    def share(self) -> np.ndarray:
+        """This rank's part of the epoch's order."""
+        rank, world = rank_and_world()
+        order = self.order()
+        if world == 1:
+            return order
+        if self.pad:
+            order = np.resize(order, math.ceil(self.n / world) * world)  # repeats from the start, as DistributedSampler
+        return order[rank::world]
+
     def __iter__(self):
-        order = self.order()[self.consumed :].tolist()
+        order = self.share()[self.consumed :].tolist()
         return iter([(self.epoch, i) for i in order] if self.tag_epoch else order)
 
     def __len__(self) -> int:
-        return self.n
+        return len(self.share())
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "consumed": self.consumed}

@@ -102,6 +102,27 @@ class MALModule(L.LightningModule):
         checkpoint["mal_spec"] = self.spec.to_dict()
         checkpoint["tao_model"] = "mal"
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The optimizer's hyperparameters come from this run's spec, not the checkpoint's.
+
+        A plain resume is unchanged by this; a PBT exploit (another trial's checkpoint, perturbed spec)
+        would otherwise train on with the donor's lr, weight decay and betas. Lightning restores the
+        optimizer and scheduler from this same dict after this hook.
+        """
+        t = self.spec.train
+        base_lr = self.effective_lr()
+        factor = 1.0
+        for sched in checkpoint.get("lr_schedulers", []):
+            sched["base_lrs"] = [base_lr] * len(sched["base_lrs"])
+            step = max(int(sched.get("last_epoch", 0)), 0)  # LambdaLR's count of steps taken
+            factor = lr_factor(step, self.steps_per_epoch or 1, t.warmup_epochs, t.num_epochs, t.min_lr_rate, t.num_wave)
+        for opt in checkpoint.get("optimizer_states", []):
+            for group in opt.get("param_groups", []):
+                group.update(
+                    lr=base_lr * factor, initial_lr=base_lr, weight_decay=t.wd, eps=t.optim_eps,
+                    betas=(t.optim_momentum, t.optim_betas[1]),
+                )
+
     # ------------------------------------------------------------------ validation
 
     def predict_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

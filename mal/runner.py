@@ -44,6 +44,7 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*Found .* module.*in eval mode.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")  # resuming there is the point
 
 
 def use_gpu(num_gpus: int) -> bool:
@@ -82,8 +83,13 @@ def fit(
     callbacks: Sequence[Any] = (),
     enable_progress_bar: bool = True,
     logger: Any = None,
+    strategy: Any = None,
+    plugins: Sequence[Any] | None = None,
 ) -> FitResult:
-    """Train with the spec; resume from the given or the latest checkpoint of the train folder."""
+    """Train with the spec; resume from the given or the latest checkpoint of the train folder.
+
+    `strategy`/`plugins` let a launcher that owns the processes (Ray Train) supply its own DDP pieces.
+    """
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
@@ -106,11 +112,17 @@ def fit(
     train_set = MALTrainDataset(train_coco, instances, d.crop_size, t.margin_rate, t.seed)
     val_coco, val_set = _val_set(spec, d.val_ann_path, d.val_img_dir)
     gpu = use_gpu(t.num_gpus)
+    devices = t.gpu_ids if gpu else t.cpu_processes
+    world = (len(t.gpu_ids) if gpu else t.cpu_processes) * t.num_nodes
+    if not gpu and t.cpu_processes > 1:
+        # each DDP process on CPU gets its share of the cores instead of all of them (oversubscription)
+        torch.set_num_threads(max(1, torch.get_num_threads() // t.cpu_processes))
     workers = d.num_workers_per_gpu
-    train_loader = _loader(train_set, t.batch_size, workers, EpochSampler(len(train_set), t.seed, tag_epoch=True), train=True)
-    val_loader = _loader(val_set, spec.evaluate.batch_size, workers)
+    # Our samplers shard over ranks themselves (Lightning's wrapper would break the mid-epoch resume).
+    train_sampler = EpochSampler(len(train_set), t.seed, tag_epoch=True)
+    train_loader = _loader(train_set, t.batch_size, workers, train_sampler, train=True)
+    val_loader = _loader(val_set, spec.evaluate.batch_size, workers, EpochSampler(len(val_set), 0, shuffle=False, pad=False))
 
-    world = (len(t.gpu_ids) if gpu else 1) * t.num_nodes
     batches_per_rank = math.ceil(len(train_set) / world / t.batch_size)
     module = MALModule(spec, val_coco, steps_per_epoch=math.ceil(batches_per_rank / t.accum_grad_batches))
     resume = t.resume_training_checkpoint_path or ckpt.latest(train_dir)
@@ -141,9 +153,11 @@ def fit(
 
     trainer = L.Trainer(
         accelerator="gpu" if gpu else "cpu",
-        devices=t.gpu_ids if gpu else 1,
+        devices=devices,
         num_nodes=t.num_nodes,
-        strategy="ddp" if gpu and (len(t.gpu_ids) > 1 or t.num_nodes > 1) else "auto",
+        strategy=strategy if strategy is not None else "ddp" if world > 1 else "auto",
+        plugins=plugins if plugins is not None else [ckpt.AtomicCheckpointIO()],
+        use_distributed_sampler=False,
         precision=precision(t.use_amp, gpu),
         max_epochs=t.num_epochs,
         accumulate_grad_batches=t.accum_grad_batches,

@@ -83,6 +83,9 @@ class ModelConfig(_Section):
 
 
 class TrainConfig(_Devices):
+    cpu_processes: int = Field(
+        1, ge=1, description="Training processes on CPU (num_gpus 0 or no CUDA): DDP over gloo, CPUs shared out."
+    )
     seed: int = Field(1234, ge=0, description="Seed for torch, numpy, random and augmentation.")
     num_epochs: int = Field(10, ge=1, description="Training epochs.")
     checkpoint_interval: int = Field(1, ge=1, description="Save a checkpoint every this many units.")

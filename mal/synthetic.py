@@ -1,12 +1,17 @@
-"""The CPU-sized demo set: non-rectangular textured objects on cluttered textured backgrounds, with occlusion.
+"""The CPU-sized demo set: non-rectangular objects on cluttered backgrounds, some partly hidden by others.
 
-Shapes are chosen so the filled box is a poor mask (rings, stars, rotated ellipses, blobs), yet each object
-differs in colour and texture from the background around it, so MAL's colour-affinity CRF can find its edges.
+Shapes are chosen so the filled box is a poor mask (rings, stars, rotated ellipses, blobs). The images have
+the statistics that box supervision relies on in real photos: objects ("things") are vivid and backgrounds
+("stuff": stripes, checks, smooth noise, unannotated clutter) are muted, so a model learns from the pixels
+outside every box what background looks like; neighbouring pixels of one surface are alike, so MAL's
+colour-affinity CRF sees the edges. Objects overlap only a little, because a box cannot say which of two
+heavily overlapping objects it means.
 Everything comes from numpy Generators seeded per image: a seed gives byte-identical images and json.
 """
 
 from __future__ import annotations
 
+import colorsys
 import json
 import math
 from pathlib import Path
@@ -24,8 +29,15 @@ RADIUS_BANDS = {"small": (7.0, 14.0), "medium": (25.0, 44.0), "large": (52.0, 70
 BAND_P = {"small": 0.2, "medium": 0.55, "large": 0.25}
 OBJECTS_PER_IMAGE = (3, 6)
 MIN_VISIBLE_FRACTION = 0.4  # a mostly hidden object is no fair box to label
+MAX_OVERLAP = 0.2
+PLACEMENT_TRIES = 20
 MIN_VISIBLE_PX = 16
-MIN_COLOUR_DISTANCE = 110.0
+MIN_COLOUR_DISTANCE = 90.0
+SENSOR_NOISE = 2.0
+# HSV saturation and value ranges. Backgrounds are muted "stuff" and objects vivid "things": the appearance
+# statistics that let a box-supervised model learn, from pixels outside every box, what background looks like.
+STUFF = ((0.0, 0.3), (0.25, 0.85))
+THINGS = ((0.55, 1.0), (0.55, 1.0))
 
 
 def write_demo_dataset(
@@ -84,7 +96,7 @@ def _annotation(ann_id: int, image_id: int, category_id: int, mask: np.ndarray) 
 def _render_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
     """Background, then objects largest first (smaller ones occlude them); returns the visible masks."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    background_colours = [_colour(rng, []) for _ in range(2)]
+    background_colours = [_colour(rng, [], STUFF) for _ in range(2)]
     canvas = _background(rng, yy, xx, background_colours)
     scale = size / 160.0
     bands = rng.choice(
@@ -93,11 +105,13 @@ def _render_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list
     radii = sorted((rng.uniform(*RADIUS_BANDS[b]) * scale for b in bands), reverse=True)
     owner = np.full((size, size), -1)
     drawn = []
-    for k, radius in enumerate(radii):
+    for radius in radii:
         category = int(rng.integers(len(CATEGORIES)))
-        centre = rng.uniform(0.15 * size, 0.85 * size, 2)
-        shape = _shape(rng, CATEGORIES[category], radius, centre, yy, xx)
-        colour = _colour(rng, background_colours + [c for _, _, c in drawn])
+        shape = _place(rng, CATEGORIES[category], radius, owner, yy, xx)
+        if shape is None:
+            continue
+        k = len(drawn)
+        colour = _colour(rng, [c for _, _, c in drawn], THINGS)
         canvas[shape] = _texture(rng, yy, xx, colour)[shape]
         owner[shape] = k
         drawn.append((category + 1, shape, colour))
@@ -106,15 +120,39 @@ def _render_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list
         visible = owner == k
         if visible.sum() >= max(MIN_VISIBLE_PX, MIN_VISIBLE_FRACTION * shape.sum()):
             objects.append((category_id, visible))
-    pixels = np.clip(canvas + rng.normal(0.0, 6.0, canvas.shape), 0, 255)
+    pixels = np.clip(canvas + rng.normal(0.0, SENSOR_NOISE, canvas.shape), 0, 255)
     return pixels.round().astype(np.uint8), objects
 
 
-def _colour(rng: np.random.Generator, avoid: list[np.ndarray]) -> np.ndarray:
-    """A random colour far from `avoid` (or the farthest of 64 tries), so objects stand out from what they sit on."""
+def _place(
+    rng: np.random.Generator, category: str, radius: float, owner: np.ndarray, yy: np.ndarray, xx: np.ndarray
+) -> np.ndarray | None:
+    """A shape at a random spot where it hides at most MAX_OVERLAP of itself or of any object already drawn
+    (boxes cannot tell which of two heavily overlapping objects is meant); None when no spot is found."""
+    size = owner.shape[0]
+    for _ in range(PLACEMENT_TRIES):
+        shape = _shape(rng, category, radius, rng.uniform(0.15 * size, 0.85 * size, 2), yy, xx)
+        covered = owner[shape]
+        covered = covered[covered >= 0]
+        if covered.size > MAX_OVERLAP * shape.sum():
+            continue
+        hidden = np.bincount(covered, minlength=owner.max() + 1)
+        visible = np.bincount(owner[owner >= 0], minlength=owner.max() + 1)
+        if np.all(hidden <= MAX_OVERLAP * visible):
+            return shape
+    return None
+
+
+def _colour(
+    rng: np.random.Generator, avoid: list[np.ndarray], palette: tuple[tuple[float, float], tuple[float, float]]
+) -> np.ndarray:
+    """A random colour of `palette` (saturation and value ranges) far from `avoid` (or the farthest of 64
+    tries), so occluding objects stand apart from each other."""
     best, best_distance = None, -1.0
+    saturation, value = palette
     for _ in range(64):
-        colour = rng.uniform(0, 255, 3)
+        hsv = (rng.uniform(0, 1), rng.uniform(*saturation), rng.uniform(*value))
+        colour = 255 * np.array(colorsys.hsv_to_rgb(*hsv))
         distance = min((float(np.linalg.norm(colour - a)) for a in avoid), default=math.inf)
         if distance >= MIN_COLOUR_DISTANCE:
             return colour
@@ -130,7 +168,7 @@ def _background(
     size = yy.shape[0]
     kind = rng.integers(3)
     if kind == 0:
-        angle, period = rng.uniform(0, math.pi), rng.uniform(6, 20)
+        angle, period = rng.uniform(0, math.pi), rng.uniform(24, 48)
         weight = 0.5 + 0.5 * np.sin(2 * math.pi * (xx * math.cos(angle) + yy * math.sin(angle)) / period)
     elif kind == 1:
         period = rng.uniform(8, 24)
@@ -149,13 +187,8 @@ def _background(
 
 def _texture(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, colour: np.ndarray) -> np.ndarray:
     """An object's fill: its colour modulated by fine stripes or dots of a darker shade."""
-    period, angle = rng.uniform(3, 7), rng.uniform(0, math.pi)
-    if rng.random() < 0.5:
-        pattern = 0.5 + 0.5 * np.sin(2 * math.pi * (xx * math.cos(angle) + yy * math.sin(angle)) / period)
-    else:
-        pattern = (np.sin(2 * math.pi * xx / period) * np.sin(2 * math.pi * yy / period) > 0.5).astype(
-            np.float32
-        )
+    period, angle = rng.uniform(16, 40), rng.uniform(0, math.pi)
+    pattern = 0.5 + 0.5 * np.sin(2 * math.pi * (xx * math.cos(angle) + yy * math.sin(angle)) / period)
     depth = rng.uniform(0.1, 0.3)
     return colour * (1 - depth * pattern[..., None])
 

@@ -201,8 +201,7 @@ def test_sampler_resume_skips_exactly_the_consumed_samples():
     sampler = EpochSampler(20, seed=3)
     sampler.set_epoch(2)
     full = list(sampler)
-    sampler.advance(4)
-    sampler.advance(3)
+    sampler.consumed = 7  # what ResumableLoader.mark_batches_done records
     resumed = EpochSampler(20, seed=3)
     resumed.load_state_dict(sampler.state_dict())
     resumed.set_epoch(2)  # Lightning re-announces the running epoch on resume
@@ -210,6 +209,21 @@ def test_sampler_resume_skips_exactly_the_consumed_samples():
     assert len(resumed) == 20
     resumed.set_epoch(3)
     assert sorted(resumed) == list(range(20))
+
+
+@pytest.mark.parametrize("pad", [True, False])
+def test_sampler_shards_the_epoch_over_ranks(monkeypatch, pad):
+    full = list(EpochSampler(10, seed=3))
+    shares = []
+    for rank in range(4):
+        monkeypatch.setattr(data, "rank_and_world", lambda rank=rank: (rank, 4))
+        shares.append(list(EpochSampler(10, seed=3, pad=pad)))
+    assert sorted(i for share in shares for i in share[:2]) == sorted(full[:8])
+    if pad:  # equal steps on every rank: two ranks repeat the epoch's first samples
+        assert [len(s) for s in shares] == [3, 3, 3, 3] and shares[2][2] == full[0]
+    else:
+        assert [len(s) for s in shares] == [3, 3, 2, 2]
+    assert set().union(*shares) == set(range(10))
 
 
 def test_box_fill_miou_matches_the_published_tiny_coco_baseline():

@@ -79,3 +79,18 @@ def test_pycocotools_reads_the_json(demo):
     coco = COCO(str(out / "val" / "annotations.json"))
     ann = coco.loadAnns(coco.getAnnIds())[0]
     assert coco.annToMask(ann).sum() == ann["area"]
+
+
+def test_objects_are_vivid_and_backgrounds_muted(demo):
+    """The appearance statistics box supervision learns from: things stand out from stuff."""
+    from PIL import Image
+
+    out, _ = demo
+    coco = load_coco(str(out / "val" / "annotations.json"))
+    for image_id, image in coco.images.items():
+        hsv = np.asarray(Image.open(out / "val" / "images" / image["file_name"]).convert("HSV"), np.float32)
+        objects = np.zeros(hsv.shape[:2], bool)
+        for ann in coco.anns:
+            if ann["image_id"] == image_id:
+                objects |= gt_mask(ann, image["height"], image["width"]).astype(bool)
+        assert np.median(hsv[..., 1][objects]) > 1.5 * np.median(hsv[..., 1][~objects])

@@ -82,6 +82,21 @@ def test_mid_epoch_resume_continues_from_the_saved_step(full_run, tiny_data, tmp
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+def test_resume_with_a_perturbed_lr_trains_on_at_the_new_lr(full_run, tiny_data, tmp_path):
+    """A PBT exploit restores another trial's checkpoint under a new spec: the new lr must win."""
+    out, log, _ = full_run
+    stop = len(log.lrs) // 2 + 1
+    saved = out / "train" / f"model_epoch_001_step_{stop:05d}.pth"
+    resumed = StepLog()
+    runner.fit(
+        _spec(tiny_data, tmp_path, "train.lr=3.0e-4", f"train.resume_training_checkpoint_path={saved}"),
+        callbacks=[resumed],
+        enable_progress_bar=False,
+    )
+    for step, lr in resumed.lrs.items():
+        assert lr == pytest.approx(3 * log.lrs[step], rel=1e-9)  # TINY's lr is 1e-4
+
+
 def test_epoch_boundary_auto_resume_reproduces_the_uninterrupted_weights(full_run, tiny_data, tmp_path):
     out, log, _ = full_run
     steps_per_epoch = len(log.lrs) // 2
@@ -144,3 +159,31 @@ def test_inference_on_real_photos_keeps_every_box_including_crowd(full_run, shar
     summary = runner.infer(spec)
     assert summary["annotations"] == len(json.loads(ann.read_text())["annotations"])
     _check_labels(ann, tmp_path / "inference" / "tiny_mal.json")
+
+
+def test_ddp_over_two_cpu_processes_shards_training_and_gathers_validation(tiny_data, tmp_path):
+    """Lightning DDP with gloo: each rank trains half of every epoch; validation is sharded, then gathered,
+    so the best mIoU equals a single-process `mal evaluate` of the same checkpoint."""
+    from mal.coco import load_coco
+    from mal.data import train_instances
+
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(f"results_dir: {tmp_path}\n")
+    args = [*TINY, *data_args(tiny_data)]
+    done = run_cli("mal", "train", "-e", str(spec_file), *args, "train.cpu_processes=2", "train.num_epochs=2", timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    boxes, _ = train_instances(load_coco(str(tiny_data / "train" / "annotations.json")), 64, 1e10)
+    steps_per_epoch = -(-(-(-len(boxes) // 2)) // 8)  # ceil(ceil(n / 2 ranks) / batch 8)
+    latest = torch.load(tmp_path / "train" / "mal_model_latest.pth", weights_only=True)
+    assert latest["global_step"] == 2 * steps_per_epoch
+
+    best = tmp_path / "train" / "mal_model_best.pth"
+    best_score = next(
+        float(state["best_model_score"]) for key, state in torch.load(best, weights_only=True)["callbacks"].items()
+        if "'monitor': 'mIoU'" in key
+    )
+    done = run_cli("mal", "evaluate", "-e", str(spec_file), *args, f"evaluate.checkpoint={best}")
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((tmp_path / "evaluate" / "metrics.json").read_text())
+    assert metrics["mIoU"] == pytest.approx(best_score, abs=1e-5)

@@ -4,6 +4,7 @@ evaluation metrics and the inference output."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -174,7 +175,7 @@ def test_ddp_over_two_cpu_processes_shards_training_and_gathers_validation(tiny_
     assert done.returncode == 0, done.stderr[-3000:]
 
     boxes, _ = train_instances(load_coco(str(tiny_data / "train" / "annotations.json")), 64, 1e10)
-    steps_per_epoch = -(-(-(-len(boxes) // 2)) // 8)  # ceil(ceil(n / 2 ranks) / batch 8)
+    steps_per_epoch = math.ceil(math.ceil(len(boxes) / 2) / 8)  # each of 2 ranks: half the boxes, batch 8
     latest = torch.load(tmp_path / "train" / "mal_model_latest.pth", weights_only=True)
     assert latest["global_step"] == 2 * steps_per_epoch
 

@@ -44,6 +44,7 @@ def run(
     model_name: str = ModelOption,
     spec_path: Path = SpecOption,
     algorithm: str = typer.Option(None, "--algorithm", "-a", help="asha | bayesian | hyperband | bohb | random | grid | pbt"),
+    tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: automl.tracking_uri, $MLFLOW_TRACKING_URI, sqlite:///mlflow.db)."),
     overrides: list[str] = Overrides,
 ) -> None:
     """Run a study (automl.policy auto|on); with policy off, train once."""
@@ -54,6 +55,7 @@ def run(
 
     console = Console()
     overrides = list(overrides or []) + ([f"automl.algorithm={algorithm}"] if algorithm else [])
+    overrides += [f"automl.tracking_uri={tracking_uri}"] if tracking_uri else []
     model, spec = _load(model_name, spec_path, overrides)
     a = spec.automl
     if a.policy == "off":
@@ -84,7 +86,9 @@ def run(
         f"final evaluation: {a.metric} {fm.get(a.metric, float('nan')):.4f}, mask AP {fm.get('mask_AP', float('nan')):.4f} "
         f"→ {result.best_dir}/ (model.pth, spec.yaml, metrics.json)"
     )
+    console.print(f"champion: {result.champion}")
     console.print(f"leaderboard: {study_dir / 'leaderboard.csv'}  ·  `automl status {study_dir}`")
+    console.print(f"compare trials: `automl ui --tracking-uri {result.tracking_uri}` (MLflow UI on 127.0.0.1)")
 
 
 @app.command()
@@ -124,6 +128,30 @@ def status(study_dir: Path = typer.Argument(..., help="The study's results_dir."
     best = doc.get("best") or doc.get("best_so_far")
     if best:
         console.print(f"best: {best['trial_id']}  {json.dumps(best.get('params'))}")
+
+
+@app.command()
+def ui(
+    tracking_uri: str = typer.Option(None, "--tracking-uri", help="Backend to show (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind; loopback unless you choose otherwise."),
+    port: int = typer.Option(5000, "--port", help="Port."),
+) -> None:
+    """Start the MLflow UI on the study's backend and print its URL (Ctrl-C stops it)."""
+    import subprocess
+    import sys
+
+    from automl.tracking import tracking_uri as resolve
+
+    uri = resolve(tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        typer.echo(f"{uri} is a tracking server: open it in a browser")
+        return
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    typer.echo(f"MLflow UI for {uri}: http://{host}:{port}")
+    try:
+        raise typer.Exit(subprocess.call(cmd))
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
 
 
 def main() -> None:

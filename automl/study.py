@@ -4,6 +4,7 @@ leaderboard.csv, best/), and the choice of the best trial at the largest budget 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import logging
@@ -20,8 +21,10 @@ from rich.console import Console
 
 from automl.registry import TunableModel
 from automl.space import SearchSpace
+from automl.tracking import StudyTracker, file_hash, promote_champion, tracking_uri
 from mal.errors import UserError
 from mal.storage import atomic_write_text as atomic_write
+from mal.storage import local_file
 
 STUDY_FILE = "study.json"
 LEADERBOARD_FILE = "leaderboard.csv"
@@ -123,9 +126,13 @@ class StudyState:
 class StudyRecorder(Callback):
     """Keeps the study folder and the console up to date from the driver (works for remote trials)."""
 
-    def __init__(self, state: StudyState, console: Console, max_trials: int, max_concurrent: int) -> None:
+    def __init__(
+        self, state: StudyState, console: Console, max_trials: int, max_concurrent: int,
+        tracker: StudyTracker | None = None, trial_spec: Any = None,
+    ) -> None:
         self.state, self.console = state, console
         self.max_trials, self.max_concurrent = max_trials, max_concurrent
+        self.tracker, self.trial_spec = tracker, trial_spec  # trial_spec(params) -> the trial's spec YAML
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its run config into the experiment state; a console holds locks
@@ -138,6 +145,8 @@ class StudyRecorder(Callback):
         rec = self.state.record(trial.trial_id, trial.config)
         rec.status, rec.started = "RUNNING", time.time()
         self.state.write()
+        if self.tracker:
+            self.tracker.start_trial(trial.trial_id, rec.params, self.trial_spec(rec.params) if self.trial_spec else None)
         self.console.print(f"[dim]start[/] {trial.trial_id}  " + "  ".join(f"{k}={_fmt(v)}" for k, v in rec.params.items()))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -149,6 +158,8 @@ class StudyRecorder(Callback):
             rec.best_metric = value
         rec.seconds = time.time() - (rec.started or time.time())
         self.state.write()
+        if self.tracker:
+            self.tracker.trial_result(trial.trial_id, result)
 
     def _finish(self, trial, status: str, error: str = "") -> None:
         rec = self.state.record(trial.trial_id, trial.config)
@@ -156,6 +167,8 @@ class StudyRecorder(Callback):
         if rec.started:
             rec.seconds = time.time() - rec.started
         self.state.write()
+        if self.tracker:
+            self.tracker.end_trial(trial.trial_id, status, error)
         self._progress(trials_all=self.state.trials.values(), last=rec)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -237,6 +250,19 @@ class StudyResult:
     best: TrialRecord | None
     best_dir: Path | None
     final_metrics: dict[str, Any] | None
+    tracking_uri: str = ""
+    champion: str = ""  # what happened to the champion alias, in words
+
+
+def trial_spec_yaml(model_name: str, base_spec: dict[str, Any], params: dict[str, Any]) -> str:
+    from automl.registry import get_model
+
+    model = get_model(model_name)
+    return model.spec.with_values(model.spec.validate_dict(base_spec), params).to_yaml()
+
+
+# Logical CPU share of a DDP trial's Tune function (Ray refuses an empty request); its workers get the rest.
+DDP_DRIVER_CPU = 0.01
 
 
 def run_study(
@@ -258,6 +284,7 @@ def run_study(
     a = spec.automl
     max_epochs = a.max_epochs or spec.train.num_epochs
     gpus = a.gpus_per_trial if a.gpus_per_trial is not None else (1.0 if torch.cuda.is_available() else 0.0)
+    workers = a.trial_workers()
     cpu_total = os.cpu_count() or 1
     max_concurrent = a.max_concurrent or max(1, int(cpu_total // a.cpus_per_trial))
     seed = a.seed if a.seed is not None else spec.train.seed
@@ -273,6 +300,7 @@ def run_study(
         "max_concurrent": max_concurrent,
         "cpus_per_trial": a.cpus_per_trial,
         "gpus_per_trial": gpus,
+        "workers_per_trial": workers,
         "seed": seed,
         "max_failures": a.max_failures,
     }
@@ -280,6 +308,9 @@ def run_study(
     state = StudyState(study_dir, settings, space, a.metric, a.mode)
     state.write()
     atomic_write(study_dir / "spec.yaml", spec.to_yaml())
+    uri = tracking_uri(a.tracking_uri)
+    tracker = StudyTracker(uri, a.experiment_name or f"automl-{model.name}")
+    tracker.start_study(str(study_dir.resolve()), settings, space.to_dict(), None)
 
     searcher, scheduler = algorithms.build(
         a.algorithm,
@@ -304,8 +335,12 @@ def run_study(
             max_epochs=max_epochs,
             cpus=a.cpus_per_trial,
             metric=a.metric,
+            workers=workers,
+            gpus=gpus,
+            worker_cpus=(a.cpus_per_trial - DDP_DRIVER_CPU) / workers,
         ),
-        {"cpu": a.cpus_per_trial, "gpu": gpus},
+        # a DDP trial's Tune function only launches its Ray Train workers, which hold the rest
+        {"cpu": a.cpus_per_trial, "gpu": gpus} if workers == 1 else {"cpu": DDP_DRIVER_CPU},
     )
     console.print(
         f"[bold]study[/] {model.name} · {a.algorithm} · {a.max_trials} trials × ≤{max_epochs} epochs · "
@@ -324,7 +359,12 @@ def run_study(
         run_config=tune.RunConfig(
             name="ray",
             storage_path=str(study_dir.resolve()),
-            callbacks=[StudyRecorder(state, console, a.max_trials, max_concurrent)],
+            callbacks=[
+                StudyRecorder(
+                    state, console, a.max_trials, max_concurrent, tracker,
+                    functools.partial(trial_spec_yaml, model.name, spec.to_dict()),
+                )
+            ],
             verbose=0,
             # PBT exploits restore a donor's reported checkpoint, which must still exist by then
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None if a.algorithm == "pbt" else 1),
@@ -334,12 +374,17 @@ def run_study(
     tuner.fit()
 
     best = state.best_so_far()
-    result = StudyResult(state, best, None, None)
+    result = StudyResult(state, best, None, None, tracking_uri=uri)
     if best is None:
         state.status = "failed"
         state.write()
+        tracker.end_study("failed", None)
         return result
     result.best_dir, result.final_metrics = promote(model, spec, best, trial_dir(study_dir, best.trial_id), study_dir)
+    _, _, result.champion = promote_champion(
+        uri, model.name, tracker.parent_id, result.best_dir, result.final_metrics, a.metric, a.mode,
+        eval_set=file_hash(local_file(spec.dataset.val_ann_path)),
+    )
     state.status = "completed"
     state.best = {
         "trial_id": best.trial_id,
@@ -348,8 +393,11 @@ def run_study(
         "epochs": best.epochs,
         "final_evaluation": result.final_metrics,
         "model": str(result.best_dir / "model.pth"),
+        "champion": result.champion,
+        "mlflow": {"tracking_uri": uri, "study_run_id": tracker.parent_id},
     }
     state.write()
+    tracker.end_study("completed", {"trial_id": best.trial_id, **(result.final_metrics or {})})
     return result
 
 

@@ -40,14 +40,87 @@ def _report_callback(metric: str):
     return TuneReport()
 
 
+def _train_report_callback(metric: str):
+    """Under Ray Train: every rank reports each validation (Train wants all ranks); Tune gets rank 0's.
+
+    No checkpoint travels with it: the trial's own folder holds `mal_model_latest.pth`, which a retried or
+    unpaused trial resumes from.
+    """
+    import math
+
+    import ray.train
+    from lightning.pytorch.callbacks import Callback
+
+    class TrainReport(Callback):
+        def on_validation_end(self, trainer, pl_module) -> None:
+            if trainer.sanity_checking:
+                return
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+            metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
+            if metric in metrics:
+                ray.train.report({**metrics, "epoch": trainer.current_epoch + 1})
+
+    return TrainReport()
+
+
+def _ddp_worker(cfg: dict[str, Any]) -> None:
+    """One Ray Train worker of a multi-process trial: Lightning DDP over the process group Ray made."""
+    import torch
+    from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment
+
+    from mal.checkpoint import AtomicCheckpointIO
+
+    torch.set_num_threads(cfg["threads"])
+    model = get_model(cfg["model_name"])
+    spec = model.spec.validate_dict(cfg["spec"])
+    model.entry("fit")(
+        spec,
+        callbacks=[_train_report_callback(cfg["metric"])],
+        enable_progress_bar=False,
+        strategy=RayDDPStrategy(),
+        plugins=[RayLightningEnvironment(), AtomicCheckpointIO()],
+        devices="auto",
+    )
+
+
+def _run_ddp(spec: Any, model_name: str, metric: str, workers: int, worker_cpus: float, gpus: float, out: Path) -> None:
+    """The current Ray pattern for DDP inside a Tune trial: a TorchTrainer launched from the Tune function,
+    its reports forwarded to Tune by TuneReportCallback."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    per_worker = {"CPU": worker_cpus, **({"GPU": gpus / workers} if gpus else {})}
+    TorchTrainer(
+        _ddp_worker,
+        train_loop_config={
+            "spec": spec.to_dict(), "model_name": model_name, "metric": metric, "threads": max(1, round(worker_cpus)),
+        },
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=gpus > 0, resources_per_worker=per_worker),
+        run_config=ray.train.RunConfig(name="ray_train", storage_path=str(out), callbacks=[TuneReportCallback()]),
+    ).fit()
+
+
 def run_trial(
-    config: dict[str, Any], *, model_name: str, base_spec: dict[str, Any], study_dir: str, max_epochs: int, cpus: float, metric: str
+    config: dict[str, Any],
+    *,
+    model_name: str,
+    base_spec: dict[str, Any],
+    study_dir: str,
+    max_epochs: int,
+    cpus: float,
+    metric: str,
+    workers: int = 1,
+    gpus: float = 0.0,
+    worker_cpus: float = 1.0,
 ) -> None:
-    """Train the base spec with the sampled values for up to `max_epochs`; Tune's scheduler may stop it earlier."""
+    """Train the base spec with the sampled values for up to `max_epochs`; Tune's scheduler may stop it earlier.
+
+    With `workers > 1` the trial is a DDP run of that many Ray Train workers, `worker_cpus` each, sharing `gpus`.
+    """
     import torch
     from ray import tune
 
-    torch.set_num_threads(max(1, int(cpus)))
     model = get_model(model_name)
     out = trial_dir(study_dir, tune.get_context().get_trial_id())
     values = {
@@ -64,4 +137,8 @@ def run_trial(
         train_dir.mkdir(parents=True, exist_ok=True)
         with restored.as_directory() as src:
             shutil.copyfile(Path(src) / CHECKPOINT_FILE, train_dir / CHECKPOINT_FILE)
+    if workers > 1:
+        _run_ddp(spec, model_name, metric, workers, worker_cpus, gpus, out)
+        return
+    torch.set_num_threads(max(1, int(cpus)))
     model.entry("fit")(spec, callbacks=[_report_callback(metric)], enable_progress_bar=False)

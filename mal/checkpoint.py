@@ -24,7 +24,26 @@ def latest(train_dir: str | Path) -> Path | None:
     return path if path.is_file() else None
 
 
+# Registered-model references (`champion`, `models:/mal@champion`) are resolved by whichever installed
+# package offers a resolver in this entry-point group (automl does, through MLflow), so mal needs no MLflow.
+RESOLVER_GROUP = "mal.model_uris"
+
+
+def resolve(location: str | Path) -> str:
+    """A checkpoint path as given, or the local weights file of a registered model reference."""
+    text = str(location)
+    if text != "champion" and not text.startswith("models:/"):
+        return text
+    from importlib.metadata import entry_points
+
+    resolvers = list(entry_points(group=RESOLVER_GROUP))
+    if not resolvers:
+        raise UserError(f"{text}: registered models need the automl package (MLflow registry); none is installed")
+    return resolvers[0].load()(text)
+
+
 def load(path: str | Path) -> dict[str, Any]:
+    path = resolve(path)
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except FileNotFoundError:

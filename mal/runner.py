@@ -17,7 +17,15 @@ from lightning.pytorch.callbacks import Callback
 
 from mal import checkpoint as ckpt
 from mal.coco import CocoSet, gt_mask, load_coco
-from mal.data import EpochSampler, MALEvalDataset, MALTrainDataset, collate, eval_instances, train_instances
+from mal.data import (
+    EpochSampler,
+    MALEvalDataset,
+    MALTrainDataset,
+    collate,
+    eval_instances,
+    rank_and_world,
+    train_instances,
+)
 from mal.errors import UserError
 from mal.loader import ResumableLoader
 from mal.metrics import region_iou
@@ -85,10 +93,12 @@ def fit(
     logger: Any = None,
     strategy: Any = None,
     plugins: Sequence[Any] | None = None,
+    devices: Any = None,
 ) -> FitResult:
     """Train with the spec; resume from the given or the latest checkpoint of the train folder.
 
-    `strategy`/`plugins` let a launcher that owns the processes (Ray Train) supply its own DDP pieces.
+    `strategy`/`plugins`/`devices` let a launcher that owns the processes (Ray Train) supply its own DDP
+    pieces; `world` is then what that launcher started.
     """
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -112,9 +122,12 @@ def fit(
     train_set = MALTrainDataset(train_coco, instances, d.crop_size, t.margin_rate, t.seed)
     val_coco, val_set = _val_set(spec, d.val_ann_path, d.val_img_dir)
     gpu = use_gpu(t.num_gpus)
-    devices = t.gpu_ids if gpu else t.cpu_processes
-    world = (len(t.gpu_ids) if gpu else t.cpu_processes) * t.num_nodes
-    if not gpu and t.cpu_processes > 1:
+    if devices is None:
+        devices = t.gpu_ids if gpu else t.cpu_processes
+        world = (len(t.gpu_ids) if gpu else t.cpu_processes) * t.num_nodes
+    else:
+        world = rank_and_world()[1]  # the launcher has already made the process group
+    if not gpu and t.cpu_processes > 1 and strategy is None:
         # each DDP process on CPU gets its share of the cores instead of all of them (oversubscription)
         torch.set_num_threads(max(1, torch.get_num_threads() // t.cpu_processes))
     workers = d.num_workers_per_gpu

@@ -195,6 +195,9 @@ class AutoMLConfig(_Section):
     max_concurrent: int | None = Field(None, ge=1, description="Trials at once; default: as resources allow.")
     cpus_per_trial: float = Field(1.0, gt=0, description="CPUs per trial (torch threads follow).")
     gpus_per_trial: float | None = Field(None, ge=0, description="GPUs per trial (fractions allowed); default 1 when CUDA is present, else 0.")
+    workers_per_trial: int | None = Field(
+        None, ge=1, description="DDP workers per trial (Ray Train); default gpus_per_trial when above 1, else 1."
+    )
     max_failures: int = Field(1, ge=0, description="Retries of a trial whose worker died.")
     search_space: str | None = Field(None, description="Search-space file; default the model's own.")
     hyperparameters: list[str] | None = Field(None, description="Parameters to search; default the file's default list.")
@@ -211,7 +214,16 @@ class AutoMLConfig(_Section):
     def _grace(self) -> AutoMLConfig:
         if self.max_epochs is not None and self.grace_period > self.max_epochs:
             raise ValueError(f"grace_period: {self.grace_period} must be <= max_epochs ({self.max_epochs})")
+        if self.gpus_per_trial is not None and self.gpus_per_trial > 1 and not float(self.gpus_per_trial).is_integer():
+            raise ValueError(f"gpus_per_trial: {self.gpus_per_trial} above 1 must be whole (one GPU per DDP worker)")
+        if self.algorithm == "pbt" and self.trial_workers() > 1:
+            raise ValueError("algorithm pbt: exploits restore single-process trials; set workers_per_trial to 1")
         return self
+
+    def trial_workers(self) -> int:
+        if self.workers_per_trial is not None:
+            return self.workers_per_trial
+        return int(self.gpus_per_trial) if self.gpus_per_trial and self.gpus_per_trial > 1 else 1
 
 
 class ExperimentSpec(_Section):
@@ -421,6 +433,8 @@ def check_paths(spec: ExperimentSpec, action: str) -> None:
         if not value:
             raise UserError(f"{key} is required for `{action}` (set it in the spec or as {key}=PATH)")
     for key, value in _required_paths(spec, action) + _optional_paths(spec, action):
+        if key.endswith(".checkpoint") and (value == "champion" or str(value).startswith("models:/")):
+            continue  # a registered model: resolved (and checked) when it is loaded
         if value and not exists(value):
             raise UserError(f"{key}: {value!r} does not exist")
 

@@ -6,17 +6,21 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import time
 from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from rich.console import Console
 
 from automl.algorithms import ALGORITHMS, FidelityAwareOptunaSearch, StudySettings, build
 from automl.registry import get_model
 from automl.space import load_space_file, resolve_space
 from automl.study import TrialRecord, run_study, select_best
+from mal.coco import load_coco
+from mal.data import train_instances
 from mal.spec import load_spec
 from tests.conftest import TINY, data_args, run_cli
 
@@ -129,3 +133,20 @@ def test_bad_search_space_selection_exits_2_with_one_line(tiny_data, tmp_path):
     assert done.returncode == 2
     assert "train.lrr" in done.stderr and "did you mean 'train.lr'" in done.stderr and done.stderr.count("\n") == 1
     assert not (Path(tmp_path) / "study.json").exists()
+
+
+def test_a_two_worker_ddp_trial_reports_miou(tiny_data, tmp_path):
+    """workers_per_trial=2: each trial is a Ray Train TorchTrainer of 2 gloo workers running Lightning DDP."""
+    spec = load_spec(None, [
+        *TINY, *data_args(tiny_data), f"results_dir={tmp_path}", *STUDY, "automl.max_trials=1",
+        "automl.algorithm=random", "automl.workers_per_trial=2", "automl.cpus_per_trial=2",
+    ])
+    result = run_study(get_model("mal"), spec, _space(spec, ["train.lr"]), tmp_path, Console(file=io.StringIO()))
+    rows = list(csv.DictReader((tmp_path / "leaderboard.csv").open()))
+    assert [r["status"] for r in rows] == ["COMPLETED"], rows
+    assert int(rows[0]["epochs"]) == 2 and 0 < float(rows[0]["best_mIoU"]) <= 1
+    assert json.loads((tmp_path / "study.json").read_text())["settings"]["workers_per_trial"] == 2
+    latest = torch.load(tmp_path / "trials" / rows[0]["trial_id"] / "train" / "mal_model_latest.pth", weights_only=True)
+    boxes, _ = train_instances(load_coco(str(tiny_data / "train" / "annotations.json")), 64, 1e10)
+    assert latest["global_step"] == 2 * math.ceil(math.ceil(len(boxes) / 2) / 8)  # each worker trained half
+    assert result.best is not None and (tmp_path / "best" / "model.pth").is_file()

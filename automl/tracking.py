@@ -1,0 +1,238 @@
+"""MLflow tracking of a study: a parent run per study, a child run per trial, and the champion alias.
+
+Everything is logged from the study's driver through `MlflowClient`, from the results Tune already brings
+back, so it works the same when trials run in other processes or on other nodes. Ray's own MLflow
+callbacks make flat, unrelated runs; the `mlflow.parentRunId` tag is what nests them in the UI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mal.errors import UserError
+
+CHAMPION = "champion"
+DEFAULT_DB = "mlflow.db"
+# Keys that must never reach MLflow params: credentials a spec might carry.
+_SECRET_MARKERS = ("key", "token", "password", "secret")
+
+
+def tracking_uri(configured: str | None = None) -> str:
+    """automl.tracking_uri / --tracking-uri, else $MLFLOW_TRACKING_URI, else sqlite in the working directory."""
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI")
+    return uri or f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+
+
+def _client(uri: str):
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _public(key: str) -> bool:
+    return not any(marker in key.lower().rsplit(".", 1)[-1] for marker in _SECRET_MARKERS)
+
+
+def _git_commit() -> str | None:
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def file_hash(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+class StudyTracker:
+    """Parent and child runs of one study. Picklable: Tune stores its callbacks with the experiment."""
+
+    def __init__(self, uri: str, experiment: str) -> None:
+        self.uri, self.experiment = uri, experiment
+        self.parent_id: str | None = None
+        self.children: dict[str, str] = {}
+        self._cached = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_cached"}
+
+    def __setstate__(self, data: dict[str, Any]) -> None:
+        self.__dict__.update(data, _cached=None)
+
+    @property
+    def client(self):
+        if self._cached is None:
+            self._cached = _client(self.uri)
+        return self._cached
+
+    def _experiment_id(self) -> str:
+        found = self.client.get_experiment_by_name(self.experiment)
+        return found.experiment_id if found else self.client.create_experiment(self.experiment)
+
+    def start_study(self, name: str, settings: dict[str, Any], space: dict[str, Any], space_file: Path | None) -> str:
+        from mlflow.entities import Param
+
+        tags = {"automl.study_dir": name, "automl.kind": "study"}
+        commit = _git_commit()
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
+        run = self.client.create_run(self._experiment_id(), run_name=Path(name).name, tags=tags)
+        self.parent_id = run.info.run_id
+        space_text = json.dumps(space, indent=2, sort_keys=True)
+        params = {**{f"automl.{k}": v for k, v in settings.items()}, "search_space_sha256": hashlib.sha256(space_text.encode()).hexdigest()[:16]}
+        self.client.log_batch(self.parent_id, params=[Param(k, str(v)[:6000]) for k, v in params.items() if _public(k)])
+        self.client.log_text(self.parent_id, space_text, "search_space.json")
+        if space_file is not None and Path(space_file).is_file():
+            self.client.log_artifact(self.parent_id, str(space_file))
+        return self.parent_id
+
+    def start_trial(self, trial_id: str, params: dict[str, Any], spec_yaml: str | None = None) -> None:
+        from mlflow.entities import Param
+
+        if trial_id in self.children:
+            return
+        run = self.client.create_run(
+            self._experiment_id(),
+            run_name=f"trial-{trial_id}",
+            tags={"mlflow.parentRunId": self.parent_id, "automl.trial_id": trial_id, "automl.kind": "trial"},
+        )
+        self.children[trial_id] = run.info.run_id
+        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items() if _public(k)])
+        if spec_yaml:
+            self.client.log_text(run.info.run_id, spec_yaml, "spec.yaml")
+
+    def trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        import math
+
+        from mlflow.entities import Metric
+
+        run_id = self.children.get(trial_id)
+        if run_id is None:
+            return
+        step = int(result.get("epoch", 0))
+        now = int(__import__("time").time() * 1000)
+        metrics = [
+            Metric(k, float(v), now, step)
+            for k, v in result.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and _is_model_metric(k)
+        ]
+        if metrics:
+            self.client.log_batch(run_id, metrics=metrics)
+
+    def end_trial(self, trial_id: str, status: str, error: str = "") -> None:
+        run_id = self.children.get(trial_id)
+        if run_id is None:
+            return
+        self.client.set_tag(run_id, "automl.status", status)
+        if error:
+            self.client.set_tag(run_id, "automl.failure_reason", error[:5000])
+        self.client.set_terminated(run_id, "FAILED" if status == "FAILED" else "FINISHED")
+
+    def end_study(self, status: str, best: dict[str, Any] | None) -> None:
+        if self.parent_id is None:
+            return
+        if best:
+            for key, value in best.items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    self.client.log_metric(self.parent_id, f"best_{key}", float(value))
+            self.client.set_tag(self.parent_id, "automl.best_trial", str(best.get("trial_id", "")))
+        self.client.set_tag(self.parent_id, "automl.status", status)
+        self.client.set_terminated(self.parent_id, "FINISHED" if status == "completed" else "FAILED")
+
+
+def _is_model_metric(key: str) -> bool:
+    """What the trainable reported, without Tune's bookkeeping (time_*, pid, iteration counters...)."""
+    return key in ("epoch",) or not (
+        key.startswith(("time_", "timestamp", "training_iteration", "iterations_since", "pid", "done", "config"))
+        or key in ("node_ip", "hostname", "date", "trial_id", "experiment_tag")
+    )
+
+
+def promote_champion(
+    uri: str,
+    model_name: str,
+    run_id: str,
+    best_dir: Path,
+    metrics: dict[str, Any],
+    metric: str,
+    mode: str,
+    eval_set: str,
+) -> tuple[str, bool, str]:
+    """Log best/ to the study's run, register it as a new version of `model_name`, and move the champion
+    alias only when the new version beats the champion on the same evaluation set.
+
+    Returns (version, moved, message).
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = _client(uri)
+    client.log_artifacts(run_id, str(best_dir), "model")
+    for key, value in metrics.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            client.log_metric(run_id, f"final_{key}", float(value))
+    try:
+        client.create_registered_model(model_name)
+    except MlflowException:
+        pass  # already registered
+    source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/model"
+    tags = {metric: str(metrics.get(metric)), "eval_set": eval_set, "metric": metric}
+    version = client.create_model_version(model_name, source, run_id=run_id, tags=tags).version
+    try:
+        current = client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:
+        current = None
+    new_value = float(metrics.get(metric, float("nan")))
+    if current is None:
+        client.set_registered_model_alias(model_name, CHAMPION, version)
+        return version, True, f"{model_name}@{CHAMPION} is version {version} ({metric} {new_value:.4f}), the first"
+    old_value = float(current.tags.get(metric, "nan"))
+    same_set = current.tags.get("eval_set") == eval_set
+    better = same_set and (new_value > old_value if mode == "max" else new_value < old_value)
+    if better:
+        client.set_registered_model_alias(model_name, CHAMPION, version)
+        return version, True, f"{model_name}@{CHAMPION} moved to version {version}: {metric} {new_value:.4f} beats {old_value:.4f}"
+    reason = (
+        f"{metric} {new_value:.4f} does not beat {old_value:.4f}"
+        if same_set
+        else "it was measured on another evaluation set, so the results are not comparable"
+    )
+    return version, False, f"{model_name}@{CHAMPION} stays at version {current.version}: version {version}'s {reason}"
+
+
+def resolve_model_uri(location: str, uri: str | None = None) -> str:
+    """`champion`, `models:/<name>@<alias>` or `models:/<name>/<version>` -> a local weights file."""
+    name, ref = ("mal", CHAMPION) if location == CHAMPION else _parse_models_uri(location)
+    client = _client(tracking_uri(uri))
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = client.get_model_version_by_alias(name, ref) if not ref.isdigit() else client.get_model_version(name, ref)
+    except MlflowException as exc:
+        raise UserError(f"{location}: no such registered model version in {tracking_uri(uri)} ({exc.message.splitlines()[0]})") from None
+    import mlflow.artifacts
+
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=tempfile.mkdtemp(prefix="mal-model-")))
+    weights = local / "model.pth"
+    if not weights.is_file():
+        raise UserError(f"{location}: version {version.version} holds no model.pth")
+    return str(weights)
+
+
+def _parse_models_uri(location: str) -> tuple[str, str]:
+    body = location.removeprefix("models:/")
+    if "@" in body:
+        name, alias = body.split("@", 1)
+        return name, alias
+    if "/" in body:
+        name, version = body.split("/", 1)
+        return name, version
+    raise UserError(f"{location}: expected champion, models:/<name>@<alias> or models:/<name>/<version>")

@@ -1,0 +1,110 @@
+"""MLflow tracking against a real `mlflow server` on 127.0.0.1: one parent run per study, a child per trial
+with dotted params and the mIoU history, and a champion alias that only moves for a better model."""
+
+from __future__ import annotations
+
+import csv
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from automl.tracking import file_hash, promote_champion
+from tests.conftest import BIN, TINY, data_args, run_cli
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200:
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("mlflow server did not come up on 127.0.0.1")
+        time.sleep(0.5)
+    yield uri
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_study_is_tracked_with_nested_runs_and_a_champion(mlflow_server, tiny_data, tmp_path):
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(f"results_dir: {tmp_path / 'study'}\n")
+    done = run_cli(
+        "automl", "run", "-e", str(spec_file), "--tracking-uri", mlflow_server, *TINY, *data_args(tiny_data),
+        "automl.max_trials=3", "automl.max_epochs=2", "automl.grace_period=1", "automl.reduction_factor=2",
+        "automl.hyperparameters=[train.lr,train.loss_mil_weight]", "automl.range_overrides={train.lr: {low: 1.0e-5, high: 1.0e-3}}",
+        "automl.experiment_name=tracking-test",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "mal@champion is version 1" in done.stdout and f"automl ui --tracking-uri {mlflow_server}" in done.stdout
+
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("tracking-test")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("automl.kind") == "study"]
+    assert len(parents) == 1
+    parent = parents[0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    rows = list(csv.DictReader((tmp_path / "study" / "leaderboard.csv").open()))
+    assert sorted(c.data.tags["automl.trial_id"] for c in children) == sorted(r["trial_id"] for r in rows)
+    for child in children:
+        row = next(r for r in rows if r["trial_id"] == child.data.tags["automl.trial_id"])
+        assert float(child.data.params["train.lr"]) == pytest.approx(float(row["train.lr"]))
+        history = client.get_metric_history(child.info.run_id, "mIoU")
+        assert [m.step for m in history] == list(range(1, int(row["epochs"]) + 1))
+        assert max(m.value for m in history) == pytest.approx(float(row["best_mIoU"]), abs=1e-5)
+        assert child.data.tags["automl.status"] == row["status"] and child.info.status == "FINISHED"
+    assert parent.data.params["automl.algorithm"] == "asha" and "search_space_sha256" in parent.data.params
+
+    champion = client.get_model_version_by_alias("mal", "champion")
+    assert champion.run_id == parent.info.run_id
+    recorded = json.loads((tmp_path / "study" / "best" / "metrics.json").read_text())
+    assert float(champion.tags["mIoU"]) == pytest.approx(recorded["mIoU"])
+
+    # `mal evaluate evaluate.checkpoint=models:/mal@champion` loads the champion's weights from the registry
+    done = run_cli(
+        "mal", "evaluate", "-e", str(tmp_path / "study" / "best" / "spec.yaml"), "evaluate.checkpoint=models:/mal@champion",
+        f"results_dir={tmp_path / 'again'}", env={"MLFLOW_TRACKING_URI": mlflow_server},
+    )
+    assert done.returncode == 0, done.stderr
+    again = json.loads((tmp_path / "again" / "evaluate" / "metrics.json").read_text())
+    assert again["mIoU"] == pytest.approx(recorded["mIoU"], abs=1e-6)
+
+    # A later, worse result on the same evaluation set leaves the champion where it was; a better one moves it.
+    eval_set = file_hash(tiny_data / "val" / "annotations.json")
+    best_dir = tmp_path / "study" / "best"
+    version, moved, message = promote_champion(
+        mlflow_server, "mal", parent.info.run_id, best_dir, {"mIoU": recorded["mIoU"] - 0.1}, "mIoU", "max", eval_set
+    )
+    assert not moved and "stays at version 1" in message
+    assert client.get_model_version_by_alias("mal", "champion").version == champion.version
+    version, moved, _ = promote_champion(
+        mlflow_server, "mal", parent.info.run_id, best_dir, {"mIoU": recorded["mIoU"] + 0.1}, "mIoU", "max", eval_set
+    )
+    assert moved and client.get_model_version_by_alias("mal", "champion").version == version
+    _, moved, message = promote_champion(mlflow_server, "mal", parent.info.run_id, best_dir, {"mIoU": 0.99}, "mIoU", "max", "other-set")
+    assert not moved and "another evaluation set" in message

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BENCH_ARGS ?=
 DEMO_DIR := data/demo
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench lint clean chromium
 
 install: $(STAMP)
 
@@ -20,7 +20,14 @@ demo: $(STAMP)
 	$(BIN)/mal demo-data $(DEMO_DIR)
 	$(BIN)/automl run --model mal -e experiments/mal_demo.yaml
 
-test: $(STAMP)
+# The browser test drives Debian's chromium (no browser download); install it when missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+		($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends chromium)
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q tests
 
 bench: $(STAMP)

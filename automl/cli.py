@@ -131,6 +131,18 @@ def status(study_dir: Path = typer.Argument(..., help="The study's results_dir."
 
 
 @app.command()
+def report(
+    study_dir: Path = typer.Argument(..., help="The study's results_dir."),
+    out: Path = typer.Option(None, "--out", help="Where to write the PNGs (default DIR/report/)."),
+) -> None:
+    """Plot a study: optimisation history, parallel coordinates, parameter importances, learning curves."""
+    from automl.report import write_report
+
+    for path in write_report(study_dir, out):
+        typer.echo(str(path))
+
+
+@app.command()
 def ui(
     tracking_uri: str = typer.Option(None, "--tracking-uri", help="Backend to show (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind; loopback unless you choose otherwise."),

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -111,15 +113,13 @@ class StudyTracker:
             self.client.log_text(run.info.run_id, spec_yaml, "spec.yaml")
 
     def trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        import math
-
         from mlflow.entities import Metric
 
         run_id = self.children.get(trial_id)
         if run_id is None:
             return
         step = int(result.get("epoch", 0))
-        now = int(__import__("time").time() * 1000)
+        now = int(time.time() * 1000)
         metrics = [
             Metric(k, float(v), now, step)
             for k, v in result.items()

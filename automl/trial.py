@@ -17,22 +17,28 @@ def trial_dir(study_dir: str | Path, trial_id: str) -> Path:
     return Path(study_dir) / "trials" / trial_id
 
 
-def _report_callback(metric: str):
-    """A Lightning callback that reports each validation to Tune together with a restorable checkpoint."""
+def _validation_metrics(trainer, metric: str) -> dict[str, float] | None:
+    """The finite scalar metrics of the validation that just ended, with its epoch; None when `metric` is
+    missing (a sanity check, or a validation that produced no value)."""
     import math
 
+    if trainer.sanity_checking:
+        return None
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
+    return {**metrics, "epoch": trainer.current_epoch + 1} if metric in metrics else None
+
+
+def _report_callback(metric: str):
+    """A Lightning callback that reports each validation to Tune together with a restorable checkpoint."""
     from lightning.pytorch.callbacks import Callback
     from ray import tune
 
     class TuneReport(Callback):
         def on_validation_end(self, trainer, pl_module) -> None:
-            if trainer.sanity_checking:
+            metrics = _validation_metrics(trainer, metric)
+            if metrics is None:
                 return
-            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-            metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
-            if metric not in metrics:
-                return
-            metrics["epoch"] = trainer.current_epoch + 1
             with tempfile.TemporaryDirectory() as tmp:
                 trainer.save_checkpoint(Path(tmp) / CHECKPOINT_FILE)
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
@@ -46,19 +52,14 @@ def _train_report_callback(metric: str):
     No checkpoint travels with it: the trial's own folder holds `mal_model_latest.pth`, which a retried or
     unpaused trial resumes from.
     """
-    import math
-
     import ray.train
     from lightning.pytorch.callbacks import Callback
 
     class TrainReport(Callback):
         def on_validation_end(self, trainer, pl_module) -> None:
-            if trainer.sanity_checking:
-                return
-            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-            metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
-            if metric in metrics:
-                ray.train.report({**metrics, "epoch": trainer.current_epoch + 1})
+            metrics = _validation_metrics(trainer, metric)
+            if metrics is not None:
+                ray.train.report(metrics)
 
     return TrainReport()
 

@@ -10,9 +10,11 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 import torch
+from PIL import Image
 from rich.console import Console
 
 from automl.algorithms import ALGORITHMS, FidelityAwareOptunaSearch, StudySettings, build
@@ -111,6 +113,14 @@ def test_asha_study_end_to_end_and_best_reproduces(tiny_data, tmp_path):
     assert status.returncode == 0 and doc["best"]["trial_id"] in status.stdout
     again_run = run_cli("automl", "run", "-e", str(spec_file), *args)
     assert again_run.returncode == 2 and "automl resume" in again_run.stderr  # never overwrites a study
+
+    report = run_cli("automl", "report", str(study))
+    assert report.returncode == 0, report.stderr
+    names = {"optimization_history", "parallel_coordinates", "param_importances", "learning_curves"}
+    assert {Path(line).stem for line in report.stdout.split()} == names
+    for name in names:
+        pixels = np.asarray(Image.open(study / "report" / f"{name}.png").convert("L"), np.float32)
+        assert pixels.shape[0] > 300 and pixels.std() > 10, f"{name}.png looks blank"
 
 
 def test_policy_off_and_auto_without_a_space_train_once(tiny_data, tmp_path):

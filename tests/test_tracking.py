@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import socket
 import subprocess
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
 from automl.tracking import file_hash, promote_champion
-from tests.conftest import BIN, TINY, data_args, run_cli
+from tests.conftest import BIN, ROOT, TINY, data_args, run_cli
+
+ARTIFACTS = ROOT / "test-artifacts"
 
 
 def _free_port() -> int:
@@ -50,7 +52,10 @@ def mlflow_server(tmp_path_factory):
     proc.wait(timeout=30)
 
 
-def test_study_is_tracked_with_nested_runs_and_a_champion(mlflow_server, tiny_data, tmp_path):
+@pytest.fixture(scope="module")
+def tracked_study(mlflow_server, tiny_data, tmp_path_factory):
+    """A 3-trial study tracked on the server; returns its folder and the CLI's stdout."""
+    tmp_path = tmp_path_factory.mktemp("tracked")
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(f"results_dir: {tmp_path / 'study'}\n")
     done = run_cli(
@@ -60,7 +65,12 @@ def test_study_is_tracked_with_nested_runs_and_a_champion(mlflow_server, tiny_da
         "automl.experiment_name=tracking-test",
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "mal@champion is version 1" in done.stdout and f"automl ui --tracking-uri {mlflow_server}" in done.stdout
+    return tmp_path / "study", done.stdout
+
+
+def test_study_is_tracked_with_nested_runs_and_a_champion(mlflow_server, tracked_study, tiny_data, tmp_path):
+    study, stdout = tracked_study
+    assert "mal@champion is version 1" in stdout and f"automl ui --tracking-uri {mlflow_server}" in stdout
 
     client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name("tracking-test")
@@ -69,7 +79,7 @@ def test_study_is_tracked_with_nested_runs_and_a_champion(mlflow_server, tiny_da
     assert len(parents) == 1
     parent = parents[0]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    rows = list(csv.DictReader((tmp_path / "study" / "leaderboard.csv").open()))
+    rows = list(csv.DictReader((study / "leaderboard.csv").open()))
     assert sorted(c.data.tags["automl.trial_id"] for c in children) == sorted(r["trial_id"] for r in rows)
     for child in children:
         row = next(r for r in rows if r["trial_id"] == child.data.tags["automl.trial_id"])
@@ -82,12 +92,12 @@ def test_study_is_tracked_with_nested_runs_and_a_champion(mlflow_server, tiny_da
 
     champion = client.get_model_version_by_alias("mal", "champion")
     assert champion.run_id == parent.info.run_id
-    recorded = json.loads((tmp_path / "study" / "best" / "metrics.json").read_text())
+    recorded = json.loads((study / "best" / "metrics.json").read_text())
     assert float(champion.tags["mIoU"]) == pytest.approx(recorded["mIoU"])
 
     # `mal evaluate evaluate.checkpoint=models:/mal@champion` loads the champion's weights from the registry
     done = run_cli(
-        "mal", "evaluate", "-e", str(tmp_path / "study" / "best" / "spec.yaml"), "evaluate.checkpoint=models:/mal@champion",
+        "mal", "evaluate", "-e", str(study / "best" / "spec.yaml"), "evaluate.checkpoint=models:/mal@champion",
         f"results_dir={tmp_path / 'again'}", env={"MLFLOW_TRACKING_URI": mlflow_server},
     )
     assert done.returncode == 0, done.stderr
@@ -96,7 +106,7 @@ def test_study_is_tracked_with_nested_runs_and_a_champion(mlflow_server, tiny_da
 
     # A later, worse result on the same evaluation set leaves the champion where it was; a better one moves it.
     eval_set = file_hash(tiny_data / "val" / "annotations.json")
-    best_dir = tmp_path / "study" / "best"
+    best_dir = study / "best"
     version, moved, message = promote_champion(
         mlflow_server, "mal", parent.info.run_id, best_dir, {"mIoU": recorded["mIoU"] - 0.1}, "mIoU", "max", eval_set
     )
@@ -108,3 +118,32 @@ def test_study_is_tracked_with_nested_runs_and_a_champion(mlflow_server, tiny_da
     assert moved and client.get_model_version_by_alias("mal", "champion").version == version
     _, moved, message = promote_champion(mlflow_server, "mal", parent.info.run_id, best_dir, {"mIoU": 0.99}, "mIoU", "max", "other-set")
     assert not moved and "another evaluation set" in message
+
+
+def test_mlflow_ui_lists_the_trials_under_the_study_in_a_browser(mlflow_server, tracked_study):
+    """Headless Chromium (Debian's package; `make test` installs it) on the 127.0.0.1 server: the study's
+    run is listed, and expanding it shows every trial run. The screenshot is kept in test-artifacts/."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.fail("chromium not found: `make test` installs Debian's chromium package")
+    study, _ = tracked_study
+    trial_ids = [r["trial_id"] for r in csv.DictReader((study / "leaderboard.csv").open())]
+    experiment = MlflowClient(mlflow_server).get_experiment_by_name("tracking-test")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=["--headless=new", "--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(f"{mlflow_server}/#/experiments/{experiment.experiment_id}/runs")
+            parent = page.get_by_role("link", name="study", exact=True)
+            parent.wait_for(timeout=60000)
+            for trial_id in trial_ids:  # nested: hidden until the study's row is expanded
+                assert page.get_by_role("link", name=f"trial-{trial_id}").count() == 0
+            page.locator("[role=gridcell]", has=parent).locator("button").first.click()
+            for trial_id in trial_ids:
+                page.get_by_role("link", name=f"trial-{trial_id}").wait_for(timeout=30000)
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "mlflow_ui_study.png"))
+        finally:
+            browser.close()

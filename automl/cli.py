@@ -122,7 +122,7 @@ def status(study_dir: Path = typer.Argument(..., help="The study's results_dir."
     metric_col = f"best_{s['metric']}"
     rows.sort(key=lambda r: float(r.get(metric_col) or "-inf"), reverse=s["mode"] == "max")
     for row in rows:
-        table.add_row(*(row[c] for c in row))
+        table.add_row(*(_short(row[c]) for c in row))
     console = Console()
     console.print(table)
     best = doc.get("best") or doc.get("best_so_far")
@@ -164,6 +164,14 @@ def ui(
         raise typer.Exit(subprocess.call(cmd))
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
+
+
+def _short(cell: str) -> str:
+    """Numbers to 4 significant digits so the table fits a terminal; other text as it is."""
+    try:
+        return cell if cell.isdigit() else f"{float(cell):.4g}"
+    except ValueError:
+        return cell
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from rich.console import Console
 from automl.registry import TunableModel
 from automl.space import SearchSpace
 from automl.tracking import StudyTracker, file_hash, promote_champion, tracking_uri
+from automl.trial import trial_dir
 from mal.errors import UserError
 from mal.storage import atomic_write_text as atomic_write
 from mal.storage import local_file
@@ -128,11 +129,12 @@ class StudyRecorder(Callback):
 
     def __init__(
         self, state: StudyState, console: Console, max_trials: int, max_concurrent: int,
-        tracker: StudyTracker | None = None, trial_spec: Any = None,
+        tracker: StudyTracker | None = None, trial_spec: Any = None, log_checkpoints: bool = False,
     ) -> None:
         self.state, self.console = state, console
         self.max_trials, self.max_concurrent = max_trials, max_concurrent
         self.tracker, self.trial_spec = tracker, trial_spec  # trial_spec(params) -> the trial's spec YAML
+        self.log_checkpoints = log_checkpoints
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its run config into the experiment state; a console holds locks
@@ -168,6 +170,8 @@ class StudyRecorder(Callback):
             rec.seconds = time.time() - rec.started
         self.state.write()
         if self.tracker:
+            if self.log_checkpoints:
+                self.tracker.log_checkpoint(trial.trial_id, trial_dir(self.state.dir, trial.trial_id) / "train" / "mal_model_best.pth")
             self.tracker.end_trial(trial.trial_id, status, error)
         self._progress(trials_all=self.state.trials.values(), last=rec)
 
@@ -277,7 +281,7 @@ def run_study(
     from ray import tune
 
     from automl import algorithms
-    from automl.trial import run_trial, trial_dir
+    from automl.trial import run_trial
 
     console = console or Console()
     _quiet_libraries()
@@ -362,7 +366,7 @@ def run_study(
             callbacks=[
                 StudyRecorder(
                     state, console, a.max_trials, max_concurrent, tracker,
-                    functools.partial(trial_spec_yaml, model.name, spec.to_dict()),
+                    functools.partial(trial_spec_yaml, model.name, spec.to_dict()), a.log_all_checkpoints,
                 )
             ],
             verbose=0,

@@ -128,6 +128,11 @@ class StudyTracker:
         if metrics:
             self.client.log_batch(run_id, metrics=metrics)
 
+    def log_checkpoint(self, trial_id: str, path: Path) -> None:
+        run_id = self.children.get(trial_id)
+        if run_id is not None and path.is_file():
+            self.client.log_artifact(run_id, str(path), "checkpoint")
+
     def end_trial(self, trial_id: str, status: str, error: str = "") -> None:
         run_id = self.children.get(trial_id)
         if run_id is None:
@@ -201,11 +206,11 @@ def promote_champion(
         client.set_registered_model_alias(model_name, CHAMPION, version)
         return version, True, f"{model_name}@{CHAMPION} moved to version {version}: {metric} {new_value:.4f} beats {old_value:.4f}"
     reason = (
-        f"{metric} {new_value:.4f} does not beat {old_value:.4f}"
+        f"scored {metric} {new_value:.4f}, not better than {old_value:.4f}"
         if same_set
-        else "it was measured on another evaluation set, so the results are not comparable"
+        else "was evaluated on another validation set than the champion, so the two are not comparable"
     )
-    return version, False, f"{model_name}@{CHAMPION} stays at version {current.version}: version {version}'s {reason}"
+    return version, False, f"{model_name}@{CHAMPION} stays at version {current.version}: version {version} {reason}"
 
 
 def resolve_model_uri(location: str, uri: str | None = None) -> str:

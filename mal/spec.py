@@ -209,6 +209,9 @@ class AutoMLConfig(_Section):
     seed: int | None = Field(None, ge=0, description="Sampler seed; default train.seed.")
     tracking_uri: str | None = Field(None, description="MLflow URI; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db.")
     experiment_name: str | None = Field(None, description="MLflow experiment; default automl-<model>.")
+    log_all_checkpoints: bool = Field(
+        False, description="Log every trial's best checkpoint to its MLflow run (default: only the promoted model)."
+    )
 
     @model_validator(mode="after")
     def _grace(self) -> AutoMLConfig:

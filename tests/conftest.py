@@ -75,6 +75,12 @@ def tiny_data(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_tracking(tmp_path_factory):
+    """Studies run by tests track into a throwaway sqlite, never the working directory's mlflow.db."""
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path_factory.mktemp('mlruns') / 'mlflow.db'}"
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     import torch

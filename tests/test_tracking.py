@@ -62,7 +62,7 @@ def tracked_study(mlflow_server, tiny_data, tmp_path_factory):
         "automl", "run", "-e", str(spec_file), "--tracking-uri", mlflow_server, *TINY, *data_args(tiny_data),
         "automl.max_trials=3", "automl.max_epochs=2", "automl.grace_period=1", "automl.reduction_factor=2",
         "automl.hyperparameters=[train.lr,train.loss_mil_weight]", "automl.range_overrides={train.lr: {low: 1.0e-5, high: 1.0e-3}}",
-        "automl.experiment_name=tracking-test",
+        "automl.experiment_name=tracking-test", "automl.log_all_checkpoints=true",
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return tmp_path / "study", done.stdout
@@ -88,6 +88,7 @@ def test_study_is_tracked_with_nested_runs_and_a_champion(mlflow_server, tracked
         assert [m.step for m in history] == list(range(1, int(row["epochs"]) + 1))
         assert max(m.value for m in history) == pytest.approx(float(row["best_mIoU"]), abs=1e-5)
         assert child.data.tags["automl.status"] == row["status"] and child.info.status == "FINISHED"
+        assert [a.path for a in client.list_artifacts(child.info.run_id, "checkpoint")] == ["checkpoint/mal_model_best.pth"]
     assert parent.data.params["automl.algorithm"] == "asha" and "search_space_sha256" in parent.data.params
 
     champion = client.get_model_version_by_alias("mal", "champion")
@@ -117,7 +118,7 @@ def test_study_is_tracked_with_nested_runs_and_a_champion(mlflow_server, tracked
     )
     assert moved and client.get_model_version_by_alias("mal", "champion").version == version
     _, moved, message = promote_champion(mlflow_server, "mal", parent.info.run_id, best_dir, {"mIoU": 0.99}, "mIoU", "max", "other-set")
-    assert not moved and "another evaluation set" in message
+    assert not moved and "another validation set" in message
 
 
 def test_mlflow_ui_lists_the_trials_under_the_study_in_a_browser(mlflow_server, tracked_study):

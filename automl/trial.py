@@ -17,13 +17,15 @@ def trial_dir(study_dir: str | Path, trial_id: str) -> Path:
     return Path(study_dir) / "trials" / trial_id
 
 
+# Reports go out at the end of the training epoch, after that epoch's validation has written
+# mal_model_best.pth (see mal.runner.fit): Tune may stop the trial inside the report, and the best
+# checkpoint of the epoch it reports must already exist by then.
+
+
 def _validation_metrics(trainer, metric: str) -> dict[str, float] | None:
-    """The finite scalar metrics of the validation that just ended, with its epoch; None when `metric` is
-    missing (a sanity check, or a validation that produced no value)."""
+    """The finite scalar metrics of this epoch's validation, with its epoch; None when `metric` is missing."""
     import math
 
-    if trainer.sanity_checking:
-        return None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
     return {**metrics, "epoch": trainer.current_epoch + 1} if metric in metrics else None
@@ -35,7 +37,7 @@ def _report_callback(metric: str):
     from ray import tune
 
     class TuneReport(Callback):
-        def on_validation_end(self, trainer, pl_module) -> None:
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
             metrics = _validation_metrics(trainer, metric)
             if metrics is None:
                 return
@@ -56,7 +58,7 @@ def _train_report_callback(metric: str):
     from lightning.pytorch.callbacks import Callback
 
     class TrainReport(Callback):
-        def on_validation_end(self, trainer, pl_module) -> None:
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
             metrics = _validation_metrics(trainer, metric)
             if metrics is not None:
                 ray.train.report(metrics)

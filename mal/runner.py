@@ -158,8 +158,11 @@ def fit(
     )
     periodic.CHECKPOINT_NAME_LAST = ckpt.LATEST_NAME
     periodic.FILE_EXTENSION = ckpt.EXTENSION
+    # Written when validation ends, so it exists before any end-of-epoch hook reports that score
+    # (a scheduler may stop a trial inside its report; Lightning's default would save after that).
     best = ModelCheckpoint(
-        dirpath=train_dir, filename=ckpt.BEST_NAME, monitor="mIoU", mode="max", save_top_k=1, enable_version_counter=False
+        dirpath=train_dir, filename=ckpt.BEST_NAME, monitor="mIoU", mode="max", save_top_k=1,
+        enable_version_counter=False, save_on_train_epoch_end=False,
     )
     best.FILE_EXTENSION = ckpt.EXTENSION
     history = HistoryCallback()

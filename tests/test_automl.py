@@ -109,6 +109,9 @@ def test_asha_study_end_to_end_and_best_reproduces(tiny_data, tmp_path):
     again = json.loads((tmp_path / "again" / "evaluate" / "metrics.json").read_text())
     assert again["mIoU"] == pytest.approx(recorded["mIoU"], abs=1e-6)
     assert doc["best"]["trial_id"] in {r["trial_id"] for r in rows}
+    # the promoted checkpoint is the one that scored the trial's best validation, last epoch included
+    best_row = next(r for r in rows if r["trial_id"] == doc["best"]["trial_id"])
+    assert recorded["mIoU"] == pytest.approx(float(best_row["best_mIoU"]), abs=1e-5)
     status = run_cli("automl", "status", str(study))
     assert status.returncode == 0 and doc["best"]["trial_id"] in status.stdout
     again_run = run_cli("automl", "run", "-e", str(spec_file), *args)

@@ -314,7 +314,7 @@ def run_study(
     atomic_write(study_dir / "spec.yaml", spec.to_yaml())
     uri = tracking_uri(a.tracking_uri)
     tracker = StudyTracker(uri, a.experiment_name or f"automl-{model.name}")
-    tracker.start_study(str(study_dir.resolve()), settings, space.to_dict(), None)
+    tracker.start_study(str(study_dir.resolve()), settings, space.to_dict())
 
     searcher, scheduler = algorithms.build(
         a.algorithm,

@@ -80,7 +80,7 @@ class StudyTracker:
         found = self.client.get_experiment_by_name(self.experiment)
         return found.experiment_id if found else self.client.create_experiment(self.experiment)
 
-    def start_study(self, name: str, settings: dict[str, Any], space: dict[str, Any], space_file: Path | None) -> str:
+    def start_study(self, name: str, settings: dict[str, Any], space: dict[str, Any]) -> str:
         from mlflow.entities import Param
 
         tags = {"automl.study_dir": name, "automl.kind": "study"}
@@ -93,8 +93,6 @@ class StudyTracker:
         params = {**{f"automl.{k}": v for k, v in settings.items()}, "search_space_sha256": hashlib.sha256(space_text.encode()).hexdigest()[:16]}
         self.client.log_batch(self.parent_id, params=[Param(k, str(v)[:6000]) for k, v in params.items() if _public(k)])
         self.client.log_text(self.parent_id, space_text, "search_space.json")
-        if space_file is not None and Path(space_file).is_file():
-            self.client.log_artifact(self.parent_id, str(space_file))
         return self.parent_id
 
     def start_trial(self, trial_id: str, params: dict[str, Any], spec_yaml: str | None = None) -> None:

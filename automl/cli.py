@@ -1,4 +1,4 @@
-"""`automl run | off | status` — hyperparameter search over a registered model.
+"""`automl run | off | status | report | ui` — hyperparameter search over a registered model.
 
 Heavy imports (torch, ray, mlflow) happen inside the commands so `automl --help` stays instant.
 """

@@ -416,9 +416,9 @@ def promote(model: TunableModel, spec: Any, best: TrialRecord, best_trial_dir: P
         raise UserError(f"best trial {best.trial_id} left no checkpoint in {train_dir}")
     best_dir = study_dir / BEST_DIR
     best_dir.mkdir(parents=True, exist_ok=True)
-    from mal.checkpoint import save_weights
+    from mal.checkpoint import save_atomic
 
-    save_weights(model.entry("weights")(checkpoint), best_dir / "model.pth")
+    save_atomic(model.entry("weights")(checkpoint), best_dir / "model.pth")
     values = {
         **best.params,
         "results_dir": str(best_dir.resolve()),

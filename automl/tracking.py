@@ -48,7 +48,9 @@ def _git_commit() -> str | None:
         done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return done.stdout.strip() or None if done.returncode == 0 else None
+    if done.returncode != 0:
+        return None
+    return done.stdout.strip() or None
 
 
 def file_hash(path: str | Path) -> str:
@@ -62,6 +64,7 @@ class StudyTracker:
         self.uri, self.experiment = uri, experiment
         self.parent_id: str | None = None
         self.children: dict[str, str] = {}
+        self.experiment_id: str | None = None
         self._cached = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -77,8 +80,10 @@ class StudyTracker:
         return self._cached
 
     def _experiment_id(self) -> str:
-        found = self.client.get_experiment_by_name(self.experiment)
-        return found.experiment_id if found else self.client.create_experiment(self.experiment)
+        if self.experiment_id is None:
+            found = self.client.get_experiment_by_name(self.experiment)
+            self.experiment_id = found.experiment_id if found else self.client.create_experiment(self.experiment)
+        return self.experiment_id
 
     def start_study(self, name: str, settings: dict[str, Any], space: dict[str, Any]) -> str:
         from mlflow.entities import Param
@@ -152,12 +157,12 @@ class StudyTracker:
         self.client.set_terminated(self.parent_id, "FINISHED" if status == "completed" else "FAILED")
 
 
+_TUNE_KEYS = ("time_", "timestamp", "training_iteration", "iterations_since", "pid", "done", "config")
+
+
 def _is_model_metric(key: str) -> bool:
     """What the trainable reported, without Tune's bookkeeping (time_*, pid, iteration counters...)."""
-    return key in ("epoch",) or not (
-        key.startswith(("time_", "timestamp", "training_iteration", "iterations_since", "pid", "done", "config"))
-        or key in ("node_ip", "hostname", "date", "trial_id", "experiment_tag")
-    )
+    return not key.startswith(_TUNE_KEYS)
 
 
 def promote_champion(

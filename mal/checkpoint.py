@@ -11,6 +11,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from mal.errors import UserError
+from mal.storage import is_registered_model
 
 EXTENSION = ".pth"
 LATEST_NAME = "mal_model_latest"
@@ -32,7 +33,7 @@ RESOLVER_GROUP = "mal.model_uris"
 def resolve(location: str | Path) -> str:
     """A checkpoint path as given, or the local weights file of a registered model reference."""
     text = str(location)
-    if text != "champion" and not text.startswith("models:/"):
+    if not is_registered_model(text):
         return text
     from importlib.metadata import entry_points
 
@@ -73,10 +74,6 @@ def save_atomic(obj: Any, path: str | Path) -> Path:
             raise
     os.replace(tmp.name, path)
     return path
-
-
-def save_weights(state: dict[str, torch.Tensor], path: str | Path) -> Path:
-    return save_atomic(state, path)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

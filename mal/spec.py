@@ -430,13 +430,13 @@ def _optional_paths(spec: ExperimentSpec, action: str) -> list[tuple[str, str | 
 
 def check_paths(spec: ExperimentSpec, action: str) -> None:
     """Every path the action reads must be set and exist before any work starts."""
-    from mal.storage import exists
+    from mal.storage import exists, is_registered_model
 
     for key, value in _required_paths(spec, action):
         if not value:
             raise UserError(f"{key} is required for `{action}` (set it in the spec or as {key}=PATH)")
     for key, value in _required_paths(spec, action) + _optional_paths(spec, action):
-        if key.endswith(".checkpoint") and (value == "champion" or str(value).startswith("models:/")):
+        if key.endswith(".checkpoint") and is_registered_model(str(value)):
             continue  # a registered model: resolved (and checked) when it is loaded
         if value and not exists(value):
             raise UserError(f"{key}: {value!r} does not exist")

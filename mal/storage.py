@@ -38,6 +38,11 @@ def _filesystem(location: str):
         ) from None
 
 
+def is_registered_model(location: str) -> bool:
+    """`champion` or `models:/...`: a model registry reference, not a file (see mal.checkpoint.resolve)."""
+    return location == "champion" or location.startswith("models:/")
+
+
 def exists(location: str) -> bool:
     if is_remote(location):
         return bool(_filesystem(location).exists(location))

@@ -49,8 +49,22 @@ REGISTRY: dict[str, TunableModel] = {
 
 
 def get_model(name: str) -> TunableModel:
+    """A registered name, or `package.module:ATTR` naming a TunableModel (a model kept outside this package)."""
+    if ":" in name:
+        return _import_model(name)
     if name not in REGISTRY:
         close = difflib.get_close_matches(name, list(REGISTRY), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise UserError(f"--model: unknown model {name!r}{hint}; registered: {', '.join(REGISTRY)}")
     return REGISTRY[name]
+
+
+def _import_model(path: str) -> TunableModel:
+    module, _, attr = path.partition(":")
+    try:
+        found = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise UserError(f"--model: cannot import {path!r} ({exc})") from None
+    if not isinstance(found, TunableModel):
+        raise UserError(f"--model: {path!r} is a {type(found).__name__}, not an automl.registry.TunableModel")
+    return found

@@ -258,10 +258,7 @@ class StudyResult:
     champion: str = ""  # what happened to the champion alias, in words
 
 
-def trial_spec_yaml(model_name: str, base_spec: dict[str, Any], params: dict[str, Any]) -> str:
-    from automl.registry import get_model
-
-    model = get_model(model_name)
+def trial_spec_yaml(model: TunableModel, base_spec: dict[str, Any], params: dict[str, Any]) -> str:
     return model.spec.with_values(model.spec.validate_dict(base_spec), params).to_yaml()
 
 
@@ -333,7 +330,7 @@ def run_study(
     trainable = tune.with_resources(
         tune.with_parameters(
             run_trial,
-            model_name=model.name,
+            model=model,
             base_spec=spec.to_dict(),
             study_dir=str(study_dir.resolve()),
             max_epochs=max_epochs,
@@ -366,7 +363,7 @@ def run_study(
             callbacks=[
                 StudyRecorder(
                     state, console, a.max_trials, max_concurrent, tracker,
-                    functools.partial(trial_spec_yaml, model.name, spec.to_dict()), a.log_all_checkpoints,
+                    functools.partial(trial_spec_yaml, model, spec.to_dict()), a.log_all_checkpoints,
                 )
             ],
             verbose=0,

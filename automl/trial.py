@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from automl.registry import get_model
+from automl.registry import TunableModel
 
 CHECKPOINT_FILE = "mal_model_latest.pth"
 
@@ -74,7 +74,7 @@ def _ddp_worker(cfg: dict[str, Any]) -> None:
     from mal.checkpoint import AtomicCheckpointIO
 
     torch.set_num_threads(cfg["threads"])
-    model = get_model(cfg["model_name"])
+    model = cfg["model"]
     spec = model.spec.validate_dict(cfg["spec"])
     model.entry("fit")(
         spec,
@@ -86,7 +86,7 @@ def _ddp_worker(cfg: dict[str, Any]) -> None:
     )
 
 
-def _run_ddp(spec: Any, model_name: str, metric: str, workers: int, worker_cpus: float, gpus: float, out: Path) -> None:
+def _run_ddp(spec: Any, model: TunableModel, metric: str, workers: int, worker_cpus: float, gpus: float, out: Path) -> None:
     """The current Ray pattern for DDP inside a Tune trial: a TorchTrainer launched from the Tune function,
     its reports forwarded to Tune by TuneReportCallback."""
     import ray.train
@@ -97,7 +97,7 @@ def _run_ddp(spec: Any, model_name: str, metric: str, workers: int, worker_cpus:
     TorchTrainer(
         _ddp_worker,
         train_loop_config={
-            "spec": spec.to_dict(), "model_name": model_name, "metric": metric, "threads": max(1, round(worker_cpus)),
+            "spec": spec.to_dict(), "model": model, "metric": metric, "threads": max(1, round(worker_cpus)),
         },
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=gpus > 0, resources_per_worker=per_worker),
         run_config=ray.train.RunConfig(name="ray_train", storage_path=str(out), callbacks=[TuneReportCallback()]),
@@ -107,7 +107,7 @@ def _run_ddp(spec: Any, model_name: str, metric: str, workers: int, worker_cpus:
 def run_trial(
     config: dict[str, Any],
     *,
-    model_name: str,
+    model: TunableModel,
     base_spec: dict[str, Any],
     study_dir: str,
     max_epochs: int,
@@ -124,7 +124,6 @@ def run_trial(
     import torch
     from ray import tune
 
-    model = get_model(model_name)
     out = trial_dir(study_dir, tune.get_context().get_trial_id())
     values = {
         **config,
@@ -141,7 +140,7 @@ def run_trial(
         with restored.as_directory() as src:
             shutil.copyfile(Path(src) / CHECKPOINT_FILE, train_dir / CHECKPOINT_FILE)
     if workers > 1:
-        _run_ddp(spec, model_name, metric, workers, worker_cpus, gpus, out)
+        _run_ddp(spec, model, metric, workers, worker_cpus, gpus, out)
         return
     torch.set_num_threads(max(1, int(cpus)))
     model.entry("fit")(spec, callbacks=[_report_callback(metric)], enable_progress_bar=False)

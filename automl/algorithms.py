@@ -7,6 +7,7 @@ finished run (Ray's stock OptunaSearch does exactly that).
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,6 +101,16 @@ class SpaceSampler(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         pass
+
+    # Tune snapshots the searcher with the experiment: a resumed study draws on from where it stopped.
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump({"rng": self.rng.bit_generator.state, "points": self.points}, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            saved = pickle.load(f)  # our own snapshot inside the study folder, written above
+        self.rng.bit_generator.state, self.points = saved["rng"], saved["points"]
 
 
 def _tpe(space: SearchSpace, s: StudySettings) -> FidelityAwareOptunaSearch:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from automl.tracking import redact
 from mal.cli_support import CONTEXT, OVERRIDES_HELP, SPEC_HELP, run_cli
 from mal.errors import UserError
 
@@ -73,9 +74,30 @@ def run(
     study_dir = Path(spec.results_dir)
     if (study_dir / STUDY_FILE).exists():
         raise UserError(f"{study_dir} already holds a study; continue it with `automl resume {study_dir}` or pick another results_dir")
-    result = run_study(model, spec, space, study_dir, console)
+    _report(run_study(model, spec, space, study_dir, console), console)
+
+
+@app.command()
+def resume(study_dir: Path = typer.Argument(..., help="The results_dir of a study whose driver died.")) -> None:
+    """Continue a study after a kill or a restart: finished trials stay, unfinished ones resume from their checkpoints."""
+    from rich.console import Console
+
+    from automl.study import resume_study
+
+    console = Console()
+    _report(resume_study(study_dir, console), console)
+
+
+def _report(result, console) -> None:
+    """The end of a study on the console; every trial failing is exit 1 with the reasons counted."""
+    a, study_dir = result.spec.automl, result.state.dir
     if result.best is None:
-        console.print(f"[red]every trial failed[/]; see {study_dir / 'leaderboard.csv'}")
+        reasons: dict[str, int] = {}
+        for rec in result.state.trials.values():
+            reasons[rec.error or rec.status.lower()] = reasons.get(rec.error or rec.status.lower(), 0) + 1
+        console.print(f"[red]every trial failed[/] ({len(result.state.trials)}); see {study_dir / 'leaderboard.csv'}")
+        for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
+            console.print(f"  {count} × {reason}")
         raise typer.Exit(1)
     fm = result.final_metrics or {}
     console.print(
@@ -88,7 +110,7 @@ def run(
     )
     console.print(f"champion: {result.champion}")
     console.print(f"leaderboard: {study_dir / 'leaderboard.csv'}  ·  `automl status {study_dir}`")
-    console.print(f"compare trials: `automl ui --tracking-uri {result.tracking_uri}` (MLflow UI on 127.0.0.1)")
+    console.print(f"compare trials: `automl ui --tracking-uri {redact(result.tracking_uri)}` (MLflow UI on 127.0.0.1)")
 
 
 @app.command()
@@ -164,6 +186,47 @@ def ui(
         raise typer.Exit(subprocess.call(cmd))
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
+
+
+@app.command()
+def submit(
+    command: list[str] = typer.Argument(None, help="The command the job runs, after --: automl run -e SPEC [k=v ...].", show_default=False),
+    address: str = typer.Option(
+        None, "--address", envvar=["RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"], show_default=False,
+        help="The head's dashboard URL, e.g. http://127.0.0.1:8265 (`ray dashboard cluster.yaml` forwards it there).",
+    ),
+    wait: bool = typer.Option(False, "--wait/--no-wait", help="Stream the job's logs and exit with its status (0 succeeded, 1 failed or stopped)."),
+    status_of: str = typer.Option(None, "--status", metavar="JOB", help="Print the job's status (with --wait: follow it to the end)."),
+    stop_job: str = typer.Option(None, "--stop", metavar="JOB", help="Stop the job."),
+    token: str = typer.Option(
+        None, "--token", show_default=False,
+        help="The cluster's auth token (default: $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token).",
+    ),
+) -> None:
+    """Run a command on a Ray cluster as a Ray Job, with this folder as its working dir; or check or stop a job."""
+    from automl import cluster
+
+    if not address:
+        raise UserError("no cluster address: pass --address http://127.0.0.1:8265 (the head's dashboard) or set RAY_ADDRESS")
+    if sum(bool(x) for x in (command, status_of, stop_job)) != 1:
+        raise UserError("give exactly one of: a command after --, --status JOB, --stop JOB")
+    url = cluster.dashboard_url(address)
+    if stop_job:
+        stopped = cluster.stop(url, stop_job, token)
+        typer.echo(f"job {stop_job}: " + ("stop requested" if stopped else "not running, nothing to stop"))
+        return
+    job_id = status_of
+    if command:
+        job_id = cluster.submit(url, command, Path.cwd(), token)
+        typer.echo(f"submitted job {job_id} to {url}")
+        if not wait:
+            typer.echo(f"follow it: automl submit --address {url} --status {job_id} --wait   ·   stop it: --stop {job_id}")
+            return
+    elif not wait:
+        info = cluster.status(url, job_id, token)
+        typer.echo(f"job {job_id} {info.status.value}: {info.entrypoint}" + (f"\n{info.message}" if info.message else ""))
+        return
+    raise typer.Exit(cluster.follow(url, job_id, token))
 
 
 def _short(cell: str) -> str:

@@ -6,6 +6,7 @@ the registry (and `automl --help`) imports no model code.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 from collections.abc import Callable
@@ -26,6 +27,12 @@ class TunableModel:
     evaluate: str  # evaluate(spec) -> (metrics, path)
     search_space: Path
     weights: str  # weights(checkpoint_path) -> weights-only state dict for promotion
+    reference: str | None = None  # the `package.module:ATTR` it was imported by, when not registered here
+
+    @property
+    def ref(self) -> str:
+        """What `get_model` takes to find this model again (a resumed study does)."""
+        return self.reference or self.name
 
     def entry(self, which: str) -> Callable[..., Any]:
         module, _, attr = getattr(self, which).partition(":")
@@ -67,4 +74,4 @@ def _import_model(path: str) -> TunableModel:
         raise UserError(f"--model: cannot import {path!r} ({exc})") from None
     if not isinstance(found, TunableModel):
         raise UserError(f"--model: {path!r} is a {type(found).__name__}, not an automl.registry.TunableModel")
-    return found
+    return dataclasses.replace(found, reference=path)

@@ -10,9 +10,10 @@ import json
 import logging
 import math
 import os
+import pickle
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,14 @@ from rich.console import Console
 
 from automl.registry import TunableModel
 from automl.space import SearchSpace
-from automl.tracking import StudyTracker, file_hash, promote_champion, tracking_uri
-from automl.trial import trial_dir
+from automl.tracking import BackgroundTracker, StudyTracker, file_hash, promote_champion, redact, tracking_uri
+from automl.trial import trial_dir, write_outcome
 from mal.errors import UserError
 from mal.storage import atomic_write_text as atomic_write
 from mal.storage import local_file
 
 STUDY_FILE = "study.json"
+TUNE_DIR = "ray"  # Ray Tune's experiment folder inside the study folder
 LEADERBOARD_FILE = "leaderboard.csv"
 BEST_DIR = "best"
 
@@ -43,6 +45,9 @@ class TrialRecord:
     started: float | None = None
     seconds: float = 0.0
     error: str = ""
+
+
+FINAL = ("COMPLETED", "STOPPED", "FAILED")
 
 
 def _finite(value: Any) -> float | None:
@@ -76,6 +81,18 @@ class StudyState:
         self.started = time.time()
         self.status = "running"
         self.best: dict[str, Any] | None = None
+        self.mlflow_run_id: str | None = None
+
+    @classmethod
+    def load(cls, study_dir: Path, space: SearchSpace) -> StudyState:
+        """The state a previous driver wrote (study.json is rewritten after every trial event)."""
+        doc = json.loads((study_dir / STUDY_FILE).read_text())
+        s = doc["settings"]
+        state = cls(study_dir, s, space, s["metric"], s["mode"])
+        state.started, state.mlflow_run_id = doc.get("started", state.started), doc.get("mlflow_run_id")
+        for row in doc.get("records", []):
+            state.trials[row["trial_id"]] = TrialRecord(**row)
+        return state
 
     def record(self, trial_id: str, params: dict[str, Any]) -> TrialRecord:
         if trial_id not in self.trials:
@@ -120,59 +137,91 @@ class StudyState:
             if best is None
             else {"trial_id": best.trial_id, "params": best.params, self.metric: best.best_metric, "epochs": best.epochs},
             "best": self.best,
+            "mlflow_run_id": self.mlflow_run_id,
+            "records": [asdict(r) for r in self.trials.values()],
         }
         atomic_write(self.dir / STUDY_FILE, json.dumps(doc, indent=2, default=str))
 
 
 class StudyRecorder(Callback):
-    """Keeps the study folder and the console up to date from the driver (works for remote trials)."""
+    """Keeps the study folder, MLflow and the console up to date from the driver (works for remote trials).
+
+    Its Tune callback state carries the scheduler's state, which Tune itself does not snapshot, so that a
+    resumed study keeps its ASHA rungs (Tune restores the searcher, e.g. the Optuna history, on its own).
+    """
 
     def __init__(
         self, state: StudyState, console: Console, max_trials: int, max_concurrent: int,
-        tracker: StudyTracker | None = None, trial_spec: Any = None, log_checkpoints: bool = False,
+        tracking: BackgroundTracker | None = None, trial_spec: Any = None, log_checkpoints: bool = False,
+        scheduler: Any = None,
     ) -> None:
         self.state, self.console = state, console
         self.max_trials, self.max_concurrent = max_trials, max_concurrent
-        self.tracker, self.trial_spec = tracker, trial_spec  # trial_spec(params) -> the trial's spec YAML
+        self.tracking, self.trial_spec = tracking, trial_spec  # trial_spec(params) -> the trial's spec YAML
         self.log_checkpoints = log_checkpoints
+        self.scheduler = scheduler
 
     def __getstate__(self) -> dict[str, Any]:
-        # Tune pickles its run config into the experiment state; a console holds locks
-        return {k: v for k, v in self.__dict__.items() if k != "console"}
+        # Tune pickles its run config into the experiment state; a console and a thread do not pickle
+        return {k: v for k, v in self.__dict__.items() if k not in ("console", "tracking")}
 
     def __setstate__(self, data: dict[str, Any]) -> None:
-        self.__dict__.update(data, console=Console())
+        self.__dict__.update(data, console=Console(), tracking=None)
+
+    def get_state(self) -> dict | None:
+        if not _scheduler_resumable(self.scheduler):
+            return None
+        return {"scheduler": pickle.dumps(self.scheduler.__dict__)}
+
+    def set_state(self, state: dict) -> None:
+        if state.get("scheduler") and _scheduler_resumable(self.scheduler):
+            self.scheduler.__dict__.update(pickle.loads(state["scheduler"]))
+
+    def _send(self, method: str, *args: Any) -> None:
+        if self.tracking:
+            self.tracking.send(method, *args)
+
+    def _write(self) -> None:
+        if self.tracking and self.tracking.tracker.parent_id:  # set by the tracking thread; a resume needs it
+            self.state.mlflow_run_id = self.tracking.tracker.parent_id
+        self.state.write()
 
     def on_trial_start(self, iteration, trials, trial, **info):
         rec = self.state.record(trial.trial_id, trial.config)
-        rec.status, rec.started = "RUNNING", time.time()
-        self.state.write()
-        if self.tracker:
-            self.tracker.start_trial(trial.trial_id, rec.params, self.trial_spec(rec.params) if self.trial_spec else None)
+        if rec.status in FINAL:  # a finished trial replaying its outcome after a resume
+            return
+        rec.status, rec.started = "RUNNING", rec.started or time.time()
+        self._write()
+        self._send("start_trial", trial.trial_id, rec.params, self.trial_spec(rec.params) if self.trial_spec else None)
         self.console.print(f"[dim]start[/] {trial.trial_id}  " + "  ".join(f"{k}={_fmt(v)}" for k, v in rec.params.items()))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         rec = self.state.record(trial.trial_id, trial.config)
+        epoch = int(result.get("epoch", rec.epochs))
+        if rec.status in FINAL or any(h["epoch"] == epoch for h in rec.history):
+            return  # a replayed or restored epoch was recorded already
         value = _finite(result.get(self.state.metric))
-        rec.epochs = int(result.get("epoch", rec.epochs))
-        rec.history.append({"epoch": rec.epochs, self.state.metric: value})
+        rec.epochs = epoch
+        rec.history.append({"epoch": epoch, self.state.metric: value})
         if value is not None and (rec.best_metric is None or (value > rec.best_metric) == (self.state.mode == "max")):
             rec.best_metric = value
         rec.seconds = time.time() - (rec.started or time.time())
-        self.state.write()
-        if self.tracker:
-            self.tracker.trial_result(trial.trial_id, result)
+        self._write()
+        self._send("trial_result", trial.trial_id, result)
 
     def _finish(self, trial, status: str, error: str = "") -> None:
         rec = self.state.record(trial.trial_id, trial.config)
+        if rec.status in FINAL:
+            return
         rec.status, rec.error = status, error
         if rec.started:
             rec.seconds = time.time() - rec.started
-        self.state.write()
-        if self.tracker:
-            if self.log_checkpoints:
-                self.tracker.log_checkpoint(trial.trial_id, trial_dir(self.state.dir, trial.trial_id) / "train" / "mal_model_best.pth")
-            self.tracker.end_trial(trial.trial_id, status, error)
+        self._write()
+        last = {"epoch": rec.epochs, self.state.metric: rec.history[-1][self.state.metric]} if rec.history else {}
+        write_outcome(self.state.dir, trial.trial_id, status, error, last)
+        if self.log_checkpoints:
+            self._send("log_checkpoint", trial.trial_id, trial_dir(self.state.dir, trial.trial_id) / "train" / "mal_model_best.pth")
+        self._send("end_trial", trial.trial_id, status, error)
         self._progress(trials_all=self.state.trials.values(), last=rec)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -202,6 +251,13 @@ class StudyRecorder(Callback):
         )
 
 
+def _scheduler_resumable(scheduler: Any) -> bool:
+    """ASHA keys its state by trial id and pickles cleanly; HyperBand, BOHB and PBT hold live Trial objects."""
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+
+    return isinstance(scheduler, AsyncHyperBandScheduler)
+
+
 def _error_summary(trial) -> str:
     path = getattr(trial, "error_file", None) or ""
     try:
@@ -226,6 +282,10 @@ def _quiet_libraries() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # a failed trial's reason is on our progress line and in the leaderboard; its stack stays in its error file
+    logging.getLogger("ray.tune.execution.tune_controller").addFilter(
+        lambda record: not record.getMessage().startswith("Trial task failed")
+    )
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -256,6 +316,7 @@ class StudyResult:
     final_metrics: dict[str, Any] | None
     tracking_uri: str = ""
     champion: str = ""  # what happened to the champion alias, in words
+    spec: Any = None
 
 
 def trial_spec_yaml(model: TunableModel, base_spec: dict[str, Any], params: dict[str, Any]) -> str:
@@ -266,6 +327,59 @@ def trial_spec_yaml(model: TunableModel, base_spec: dict[str, Any], params: dict
 DDP_DRIVER_CPU = 0.01
 
 
+def study_settings(model: TunableModel, spec: Any) -> dict[str, Any]:
+    """What a study runs with, resolved from the spec and this machine; saved in study.json."""
+    import torch
+
+    a = spec.automl
+    max_epochs = a.max_epochs or spec.train.num_epochs
+    return {
+        "model": model.name,
+        "model_ref": model.ref,
+        "algorithm": a.algorithm,
+        "metric": a.metric,
+        "mode": a.mode,
+        "max_trials": a.max_trials,
+        "max_epochs": max_epochs,
+        "grace_period": min(a.grace_period, max_epochs),
+        "reduction_factor": a.reduction_factor,
+        "max_concurrent": a.max_concurrent or max(1, int((os.cpu_count() or 1) // a.cpus_per_trial)),
+        "cpus_per_trial": a.cpus_per_trial,
+        "gpus_per_trial": a.gpus_per_trial if a.gpus_per_trial is not None else (1.0 if torch.cuda.is_available() else 0.0),
+        "workers_per_trial": a.trial_workers(),
+        "seed": a.seed if a.seed is not None else spec.train.seed,
+        "max_failures": a.max_failures,
+    }
+
+
+def _trainable(model: TunableModel, spec: Any, study_dir: Path, settings: dict[str, Any]) -> Any:
+    from ray import tune
+
+    from automl.trial import run_trial
+
+    workers, gpus, cpus = settings["workers_per_trial"], settings["gpus_per_trial"], settings["cpus_per_trial"]
+    return tune.with_resources(
+        tune.with_parameters(
+            run_trial,
+            model=model,
+            base_spec=spec.to_dict(),
+            study_dir=str(study_dir.resolve()),
+            max_epochs=settings["max_epochs"],
+            cpus=cpus,
+            metric=settings["metric"],
+            workers=workers,
+            gpus=gpus,
+            worker_cpus=(cpus - DDP_DRIVER_CPU) / workers,
+        ),
+        # a DDP trial's Tune function only launches its Ray Train workers, which hold the rest
+        {"cpu": cpus, "gpu": gpus} if workers == 1 else {"cpu": DDP_DRIVER_CPU},
+    )
+
+
+def _warn(console: Console) -> Any:
+    return lambda text: console.print(f"[yellow]{text}[/]")
+
+
 def run_study(
     model: TunableModel,
     spec: Any,
@@ -274,44 +388,22 @@ def run_study(
     console: Console | None = None,
 ) -> StudyResult:
     """Run the study described by `spec.automl` over `space`; write the study folder; promote into best/."""
-    import torch
     from ray import tune
 
     from automl import algorithms
-    from automl.trial import run_trial
+    from automl.cluster import check_shared_storage
 
     console = console or Console()
     _quiet_libraries()
     a = spec.automl
-    max_epochs = a.max_epochs or spec.train.num_epochs
-    gpus = a.gpus_per_trial if a.gpus_per_trial is not None else (1.0 if torch.cuda.is_available() else 0.0)
-    workers = a.trial_workers()
-    cpu_total = os.cpu_count() or 1
-    max_concurrent = a.max_concurrent or max(1, int(cpu_total // a.cpus_per_trial))
-    seed = a.seed if a.seed is not None else spec.train.seed
-    settings = {
-        "model": model.name,
-        "algorithm": a.algorithm,
-        "metric": a.metric,
-        "mode": a.mode,
-        "max_trials": a.max_trials,
-        "max_epochs": max_epochs,
-        "grace_period": min(a.grace_period, max_epochs),
-        "reduction_factor": a.reduction_factor,
-        "max_concurrent": max_concurrent,
-        "cpus_per_trial": a.cpus_per_trial,
-        "gpus_per_trial": gpus,
-        "workers_per_trial": workers,
-        "seed": seed,
-        "max_failures": a.max_failures,
-    }
+    settings = study_settings(model, spec)
     study_dir.mkdir(parents=True, exist_ok=True)
     state = StudyState(study_dir, settings, space, a.metric, a.mode)
     state.write()
     atomic_write(study_dir / "spec.yaml", spec.to_yaml())
-    uri = tracking_uri(a.tracking_uri)
-    tracker = StudyTracker(uri, a.experiment_name or f"automl-{model.name}")
-    tracker.start_study(str(study_dir.resolve()), settings, space.to_dict())
+    tracker = StudyTracker(tracking_uri(a.tracking_uri), a.experiment_name or f"automl-{model.name}")
+    tracking = BackgroundTracker(tracker, _warn(console))
+    tracking.send("start_study", str(study_dir.resolve()), settings, space.to_dict())
 
     searcher, scheduler = algorithms.build(
         a.algorithm,
@@ -320,52 +412,33 @@ def run_study(
             metric=a.metric,
             mode=a.mode,
             max_trials=a.max_trials,
-            max_epochs=max_epochs,
+            max_epochs=settings["max_epochs"],
             grace_period=settings["grace_period"],
             reduction_factor=a.reduction_factor,
-            seed=seed,
+            seed=settings["seed"],
         ),
     )
     _init_ray(num_cpus=None)
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            run_trial,
-            model=model,
-            base_spec=spec.to_dict(),
-            study_dir=str(study_dir.resolve()),
-            max_epochs=max_epochs,
-            cpus=a.cpus_per_trial,
-            metric=a.metric,
-            workers=workers,
-            gpus=gpus,
-            worker_cpus=(a.cpus_per_trial - DDP_DRIVER_CPU) / workers,
-        ),
-        # a DDP trial's Tune function only launches its Ray Train workers, which hold the rest
-        {"cpu": a.cpus_per_trial, "gpu": gpus} if workers == 1 else {"cpu": DDP_DRIVER_CPU},
-    )
+    check_shared_storage(study_dir, tracker.uri, console=console)
     console.print(
-        f"[bold]study[/] {model.name} · {a.algorithm} · {a.max_trials} trials × ≤{max_epochs} epochs · "
-        f"{max_concurrent} at once · searching {', '.join(space.names)}"
+        f"[bold]study[/] {model.name} · {a.algorithm} · {a.max_trials} trials × ≤{settings['max_epochs']} epochs · "
+        f"{settings['max_concurrent']} at once · searching {', '.join(space.names)}"
     )
+    recorder = _recorder(model, spec, state, console, tracking, scheduler)
     tuner = tune.Tuner(
-        trainable,
+        _trainable(model, spec, study_dir, settings),
         param_space=algorithms.param_space(a.algorithm, space),
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             scheduler=scheduler,
             num_samples=a.max_trials,
-            max_concurrent_trials=max_concurrent,
+            max_concurrent_trials=settings["max_concurrent"],
             reuse_actors=False,
         ),
         run_config=tune.RunConfig(
-            name="ray",
+            name=TUNE_DIR,
             storage_path=str(study_dir.resolve()),
-            callbacks=[
-                StudyRecorder(
-                    state, console, a.max_trials, max_concurrent, tracker,
-                    functools.partial(trial_spec_yaml, model, spec.to_dict()), a.log_all_checkpoints,
-                )
-            ],
+            callbacks=[recorder],
             verbose=0,
             # PBT exploits restore a donor's reported checkpoint, which must still exist by then
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None if a.algorithm == "pbt" else 1),
@@ -373,19 +446,105 @@ def run_study(
         ),
     )
     tuner.fit()
+    return _conclude(model, spec, state, tracker, tracking)
 
+
+def _recorder(model, spec, state, console, tracking, scheduler) -> StudyRecorder:
+    return StudyRecorder(
+        state, console, spec.automl.max_trials, state.settings["max_concurrent"], tracking,
+        functools.partial(trial_spec_yaml, model, spec.to_dict()), spec.automl.log_all_checkpoints, scheduler,
+    )
+
+
+def resume_study(study_dir: Path, console: Console | None = None) -> StudyResult:
+    """Continue a study whose driver died: finished trials stay as they are, unfinished ones restart from their
+    last checkpoint, the searcher (Tune's snapshot) and the ASHA scheduler (ours) carry on, and so do the
+    MLflow runs."""
+    from ray import tune
+
+    from automl.registry import get_model
+    from automl.space import load_space_file, resolve_space
+
+    console = console or Console()
+    _quiet_libraries()
+    study_file = study_dir / STUDY_FILE
+    if not study_file.is_file():
+        raise UserError(f"{study_dir} holds no study ({STUDY_FILE} not found)")
+    doc = json.loads(study_file.read_text())
+    if doc.get("status") == "completed":
+        raise UserError(f"{study_dir}: the study has already completed; `automl status {study_dir}` shows it")
+    model = get_model(doc["settings"].get("model_ref") or doc["settings"]["model"])
+    spec = model.spec.load_spec(study_dir / "spec.yaml", [])
+    a = spec.automl
+    space = resolve_space(
+        load_space_file(Path(a.search_space) if a.search_space else model.search_space), spec, a.hyperparameters, a.range_overrides
+    )
+    if space.to_dict() != doc["search_space"]:
+        raise UserError(f"{study_dir}: the search space file changed since the study started; resume needs the same space")
+    experiment = study_dir / TUNE_DIR
+    if not tune.Tuner.can_restore(experiment):
+        raise UserError(
+            f"{study_dir}: the study stopped before Ray Tune saved its first snapshot; nothing to resume, start it again"
+        )
+    state = StudyState.load(study_dir, space)
+    state.status = "running"
+    tracker = StudyTracker(tracking_uri(a.tracking_uri), a.experiment_name or f"automl-{model.name}")
+    tracking = BackgroundTracker(tracker, _warn(console))
+    if state.mlflow_run_id:
+        tracking.send("reattach", state.mlflow_run_id)
+    else:
+        tracking.send("start_study", str(study_dir.resolve()), state.settings, space.to_dict())
+    _init_ray(num_cpus=None)
+    tuner = tune.Tuner.restore(
+        str(experiment), _trainable(model, spec, study_dir, state.settings), resume_unfinished=True, resume_errored=False
+    )
+    _drop_unsnapshotted(state, experiment, tracking, console)
+    done = sum(r.status in FINAL for r in state.trials.values())
+    console.print(f"[bold]resuming[/] {study_dir}: {done} trials finished, {len(state.trials) - done} to continue")
+    # Tuner.restore brings back the original callbacks as pickled at the start; ours must be live ones
+    # (a console, the tracking thread, the state just read) watching the scheduler Tune will use.
+    internal = tuner._local_tuner
+    internal.get_run_config().callbacks = [_recorder(model, spec, state, console, tracking, internal._tune_config.scheduler)]
+    if not _scheduler_resumable(internal._tune_config.scheduler) and a.algorithm not in ("bayesian", "random", "grid"):
+        console.print(f"[yellow]{a.algorithm}: its scheduler starts its brackets afresh on resume (only ASHA's state is saved)[/]")
+    state.write()
+    tuner.fit()
+    return _conclude(model, spec, state, tracker, tracking)
+
+
+def _drop_unsnapshotted(state: StudyState, experiment: Path, tracking: BackgroundTracker, console: Console) -> None:
+    """A trial started after Tune's last snapshot is unknown to Tune, which will sample a new one in its place:
+    it leaves the leaderboard (its MLflow run is marked killed) so every trial appears once."""
+    from ray.tune import ExperimentAnalysis
+
+    known = {t.trial_id for t in ExperimentAnalysis(str(experiment)).trials}
+    for trial_id, rec in list(state.trials.items()):
+        if trial_id not in known and rec.status not in FINAL:
+            del state.trials[trial_id]
+            tracking.send("abandon_trial", trial_id)
+            console.print(f"[dim]{trial_id} started after the last snapshot; a new trial takes its place[/]")
+
+
+def _conclude(model: TunableModel, spec: Any, state: StudyState, tracker: StudyTracker, tracking: BackgroundTracker) -> StudyResult:
+    """Pick the best trial, evaluate and promote it, and close the tracking (bounded wait for its backlog)."""
+    a, study_dir = spec.automl, state.dir
+    tracking.close()
+    state.mlflow_run_id = tracker.parent_id
     best = state.best_so_far()
-    result = StudyResult(state, best, None, None, tracking_uri=uri)
+    result = StudyResult(state, best, None, None, tracking_uri=tracker.uri, spec=spec)
     if best is None:
         state.status = "failed"
         state.write()
-        tracker.end_study("failed", None)
+        _track_safely(tracker.end_study, "failed", None)
         return result
     result.best_dir, result.final_metrics = promote(model, spec, best, trial_dir(study_dir, best.trial_id), study_dir)
-    _, _, result.champion = promote_champion(
-        uri, model.name, tracker.parent_id, result.best_dir, result.final_metrics, a.metric, a.mode,
-        eval_set=file_hash(local_file(spec.dataset.val_ann_path)),
-    )
+    champion = None
+    if tracker.parent_id:
+        champion = _track_safely(
+            promote_champion, tracker.uri, model.name, tracker.parent_id, result.best_dir, result.final_metrics,
+            a.metric, a.mode, eval_set=file_hash(local_file(spec.dataset.val_ann_path)),
+        )
+    result.champion = champion[2] if champion else "not registered: the tracking server was unreachable"
     state.status = "completed"
     state.best = {
         "trial_id": best.trial_id,
@@ -395,11 +554,20 @@ def run_study(
         "final_evaluation": result.final_metrics,
         "model": str(result.best_dir / "model.pth"),
         "champion": result.champion,
-        "mlflow": {"tracking_uri": uri, "study_run_id": tracker.parent_id},
+        "mlflow": {"tracking_uri": redact(tracker.uri), "study_run_id": tracker.parent_id},
     }
     state.write()
-    tracker.end_study("completed", {"trial_id": best.trial_id, **(result.final_metrics or {})})
+    _track_safely(tracker.end_study, "completed", {"trial_id": best.trial_id, **(result.final_metrics or {})})
     return result
+
+
+def _track_safely(call: Any, *args: Any, **kwargs: Any) -> Any:
+    """A tracking call after the trials: a failure is reported, never allowed to lose the finished study."""
+    try:
+        return call(*args, **kwargs)
+    except Exception as exc:  # the study folder already holds the results
+        Console(stderr=True).print(f"[yellow]MLflow tracking failed ({redact(str(exc)).splitlines()[0][:200]})[/]")
+        return None
 
 
 def promote(model: TunableModel, spec: Any, best: TrialRecord, best_trial_dir: Path, study_dir: Path) -> tuple[Path, dict]:

@@ -11,9 +11,13 @@ import hashlib
 import json
 import math
 import os
+import queue
+import re
 import subprocess
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,11 @@ def tracking_uri(configured: str | None = None) -> str:
     """automl.tracking_uri / --tracking-uri, else $MLFLOW_TRACKING_URI, else sqlite in the working directory."""
     uri = configured or os.environ.get("MLFLOW_TRACKING_URI")
     return uri or f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+
+
+def redact(text: str) -> str:
+    """Hide the user:password part of any URL in `text` (tracking URIs may carry credentials)."""
+    return re.sub(r"(//)[^/@\s]+@", r"\1***@", text)
 
 
 def _client(uri: str):
@@ -100,6 +109,20 @@ class StudyTracker:
         self.client.log_text(self.parent_id, space_text, "search_space.json")
         return self.parent_id
 
+    def reattach(self, parent_id: str) -> None:
+        """Carry on a study's runs after a restart: the same parent run, and its children by trial id."""
+        self.parent_id = parent_id
+        self.experiment_id = self.client.get_run(parent_id).info.experiment_id
+        self.client.update_run(parent_id, status="RUNNING")
+        children = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", max_results=10000
+        )
+        for run in children:
+            trial_id = run.data.tags.get("automl.trial_id")
+            if trial_id:
+                self.children[trial_id] = run.info.run_id
+                self.client.update_run(run.info.run_id, status="RUNNING")
+
     def start_trial(self, trial_id: str, params: dict[str, Any], spec_yaml: str | None = None) -> None:
         from mlflow.entities import Param
 
@@ -145,6 +168,12 @@ class StudyTracker:
             self.client.set_tag(run_id, "automl.failure_reason", error[:5000])
         self.client.set_terminated(run_id, "FAILED" if status == "FAILED" else "FINISHED")
 
+    def abandon_trial(self, trial_id: str) -> None:
+        run_id = self.children.pop(trial_id, None)
+        if run_id is not None:
+            self.client.set_tag(run_id, "automl.status", "ABANDONED")
+            self.client.set_terminated(run_id, "KILLED")
+
     def end_study(self, status: str, best: dict[str, Any] | None) -> None:
         if self.parent_id is None:
             return
@@ -155,6 +184,60 @@ class StudyTracker:
             self.client.set_tag(self.parent_id, "automl.best_trial", str(best.get("trial_id", "")))
         self.client.set_tag(self.parent_id, "automl.status", status)
         self.client.set_terminated(self.parent_id, "FINISHED" if status == "completed" else "FAILED")
+
+
+class BackgroundTracker:
+    """Sends a tracker's calls in order from one thread, so a slow or unreachable MLflow server never stalls
+    or ends a study: a failing call is retried with backoff while the study goes on (its folder holds every
+    result meanwhile), and `close` waits a bounded time for the backlog before giving up on it."""
+
+    def __init__(self, tracker: StudyTracker, warn: Callable[[str], None]) -> None:
+        self.tracker, self.warn = tracker, warn
+        self._queue: queue.Queue = queue.Queue()
+        self._deadline: float | None = None
+        self._failing = False
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._drain, name="mlflow-tracking", daemon=True)
+        self._thread.start()
+
+    def send(self, method: str, *args: Any, **kwargs: Any) -> None:
+        self._queue.put((method, args, kwargs))
+
+    def close(self, timeout: float = 60.0) -> bool:
+        """Deliver what is queued within `timeout` seconds; False when some calls were given up."""
+        self._deadline = time.monotonic() + timeout
+        self._queue.put(None)
+        self._thread.join(timeout + 1.0)
+        if self._thread.is_alive() or self.dropped:
+            left = self._queue.qsize() + self.dropped
+            self.warn(f"MLflow tracking: {left} calls could not be delivered; the study folder has every result")
+            return False
+        return True
+
+    def _drain(self) -> None:
+        while (item := self._queue.get()) is not None:
+            method, args, kwargs = item
+            delay = 1.0
+            while True:
+                try:
+                    getattr(self.tracker, method)(*args, **kwargs)
+                except Exception as exc:  # any client or server failure: the study must go on
+                    if not self._failing:
+                        self._failing = True
+                        self.warn(
+                            f"MLflow tracking at {redact(self.tracker.uri)} failed ({redact(str(exc)).splitlines()[0][:200]}); "
+                            "the study goes on and retries in the background"
+                        )
+                    if self._deadline is not None and time.monotonic() + delay > self._deadline:
+                        self.dropped += 1
+                        break
+                    time.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+                    continue
+                if self._failing:
+                    self._failing = False
+                    self.warn("MLflow tracking reachable again; catching up")
+                break
 
 
 _TUNE_KEYS = ("time_", "timestamp", "training_iteration", "iterations_since", "pid", "done", "config")

@@ -3,18 +3,53 @@ with a checkpoint Tune can restore (for retries, HyperBand pauses and PBT exploi
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from automl.registry import TunableModel
+from mal.errors import TrainingFailure, UserError
 
 CHECKPOINT_FILE = "mal_model_latest.pth"
+OUTCOME_FILE = "outcome.json"
+FATAL_FILE = "fatal.txt"  # a failure a retry would only repeat (diverged, out of memory, bad input)
 
 
 def trial_dir(study_dir: str | Path, trial_id: str) -> Path:
     return Path(study_dir) / "trials" / trial_id
+
+
+class TrialFailedBefore(RuntimeError):
+    """A trial that had failed before the driver restarted fails again with its recorded reason, not rerun."""
+
+
+def write_outcome(study_dir: str | Path, trial_id: str, status: str, error: str, last_result: dict[str, Any]) -> None:
+    """How a trial ended, written by the driver: a resumed study replays it instead of training again."""
+    from mal.storage import atomic_write_text
+
+    doc = {"status": status, "error": error, "last_result": last_result}
+    atomic_write_text(trial_dir(study_dir, trial_id) / OUTCOME_FILE, json.dumps(doc))
+
+
+def _replay_outcome(out: Path) -> bool:
+    """After a driver restart Tune may restart a trial that had in fact finished (its last experiment snapshot
+    predates the end): report the recorded end again so the searcher and scheduler see it, and train nothing."""
+    from ray import tune
+
+    fatal = out / FATAL_FILE
+    if fatal.is_file():  # Tune retries any error; a deterministic one fails again at once, untrained
+        raise TrialFailedBefore(fatal.read_text())
+    path = out / OUTCOME_FILE
+    if not path.is_file():
+        return False
+    doc = json.loads(path.read_text())
+    if doc["status"] == "FAILED":
+        raise TrialFailedBefore(doc["error"] or "trial failed")
+    if doc["last_result"]:
+        tune.report(doc["last_result"])
+    return True
 
 
 # Reports go out at the end of the training epoch, after that epoch's validation has written
@@ -125,6 +160,8 @@ def run_trial(
     from ray import tune
 
     out = trial_dir(study_dir, tune.get_context().get_trial_id())
+    if _replay_outcome(out):
+        return
     values = {
         **config,
         "results_dir": str(out),
@@ -143,4 +180,10 @@ def run_trial(
         _run_ddp(spec, model, metric, workers, worker_cpus, gpus, out)
         return
     torch.set_num_threads(max(1, int(cpus)))
-    model.entry("fit")(spec, callbacks=[_report_callback(metric)], enable_progress_bar=False)
+    try:
+        model.entry("fit")(spec, callbacks=[_report_callback(metric)], enable_progress_bar=False)
+    except (TrainingFailure, UserError) as exc:
+        from mal.storage import atomic_write_text
+
+        atomic_write_text(out / FATAL_FILE, f"{type(exc).__name__}: {exc}")
+        raise

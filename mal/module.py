@@ -12,6 +12,7 @@ import lightning as L
 import torch
 
 from mal.coco import CocoSet, gt_mask
+from mal.errors import TrainingFailure
 from mal.losses import mal_losses
 from mal.metrics import MIoU, coco_mask_ap, region_iou
 from mal.model import build_mal
@@ -19,7 +20,7 @@ from mal.predict import paste_masks, thresholds_by_bucket
 from mal.spec import ExperimentSpec
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(TrainingFailure):
     """Training diverged: a NaN/inf loss must stop the run, never be reported as a metric."""
 
 

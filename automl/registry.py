@@ -29,6 +29,11 @@ class TunableModel:
     weights: str  # weights(checkpoint_path) -> weights-only state dict for promotion
     reference: str | None = None  # the `package.module:ATTR` it was imported by, when not registered here
 
+    def code_modules(self) -> str:
+        """The modules its entry points live in, comma-separated (what a warm worker imports ahead)."""
+        entries = (self.fit, self.evaluate, self.weights)
+        return ",".join(dict.fromkeys(entry.partition(":")[0] for entry in entries))
+
     @property
     def ref(self) -> str:
         """What `get_model` takes to find this model again (a resumed study does)."""

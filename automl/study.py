@@ -29,6 +29,7 @@ from mal.storage import atomic_write_text as atomic_write
 from mal.storage import local_file
 
 STUDY_FILE = "study.json"
+TRACKING_FLUSH_SECONDS = 60.0  # how long the end of a study waits for MLflow calls still queued
 TUNE_DIR = "ray"  # Ray Tune's experiment folder inside the study folder
 LEADERBOARD_FILE = "leaderboard.csv"
 BEST_DIR = "best"
@@ -537,18 +538,20 @@ def _drop_unsnapshotted(state: StudyState, experiment: Path, tracking: Backgroun
 def _conclude(model: TunableModel, spec: Any, state: StudyState, tracker: StudyTracker, tracking: BackgroundTracker) -> StudyResult:
     """Pick the best trial, evaluate and promote it, and close the tracking (bounded wait for its backlog)."""
     a, study_dir = spec.automl, state.dir
-    tracking.close()
+    # an unreachable server gets no more synchronous calls: each could block for minutes in retries
+    tracked = tracking.close(TRACKING_FLUSH_SECONDS) and tracker.parent_id is not None
     state.mlflow_run_id = tracker.parent_id
     best = state.best_so_far()
     result = StudyResult(state, best, None, None, tracking_uri=tracker.uri, spec=spec)
     if best is None:
         state.status = "failed"
         state.write()
-        _track_safely(tracker.end_study, "failed", None)
+        if tracked:
+            _track_safely(tracker.end_study, "failed", None)
         return result
     result.best_dir, result.final_metrics = promote(model, spec, best, trial_dir(study_dir, best.trial_id), study_dir)
     champion = None
-    if tracker.parent_id:
+    if tracked:
         champion = _track_safely(
             promote_champion, tracker.uri, model.name, tracker.parent_id, result.best_dir, result.final_metrics,
             a.metric, a.mode, eval_set=file_hash(local_file(spec.dataset.val_ann_path)),
@@ -566,7 +569,8 @@ def _conclude(model: TunableModel, spec: Any, state: StudyState, tracker: StudyT
         "mlflow": {"tracking_uri": redact(tracker.uri), "study_run_id": tracker.parent_id},
     }
     state.write()
-    _track_safely(tracker.end_study, "completed", {"trial_id": best.trial_id, **(result.final_metrics or {})})
+    if tracked:
+        _track_safely(tracker.end_study, "completed", {"trial_id": best.trial_id, **(result.final_metrics or {})})
     return result
 
 

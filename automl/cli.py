@@ -1,4 +1,4 @@
-"""`automl run | off | status | report | ui` — hyperparameter search over a registered model.
+"""`automl run | resume | off | status | report | ui | submit`: hyperparameter search over a registered model.
 
 Heavy imports (torch, ray, mlflow) happen inside the commands so `automl --help` stays instant.
 """
@@ -190,7 +190,7 @@ def ui(
 
 @app.command()
 def submit(
-    command: list[str] = typer.Argument(None, help="The command the job runs, after --: automl run -e SPEC [k=v ...].", show_default=False),
+    command: list[str] = typer.Argument(None, help="The command the job runs, after --: automl run -e SPEC k=v ...", show_default=False),
     address: str = typer.Option(
         None, "--address", envvar=["RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"], show_default=False,
         help="The head's dashboard URL, e.g. http://127.0.0.1:8265 (`ray dashboard cluster.yaml` forwards it there).",
@@ -224,7 +224,8 @@ def submit(
             return
     elif not wait:
         info = cluster.status(url, job_id, token)
-        typer.echo(f"job {job_id} {info.status.value}: {info.entrypoint}" + (f"\n{info.message}" if info.message else ""))
+        # the message's first line: for a failed job Ray appends its last logs (`--status JOB --wait` shows them all)
+        typer.echo(f"job {job_id} {info.status.value}: {info.entrypoint}" + (f"\n{info.message.splitlines()[0]}" if info.message else ""))
         return
     raise typer.Exit(cluster.follow(url, job_id, token))
 

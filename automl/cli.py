@@ -178,10 +178,10 @@ def ui(
 
     uri = resolve(tracking_uri)
     if uri.startswith(("http://", "https://")):
-        typer.echo(f"{uri} is a tracking server: open it in a browser")
+        typer.echo(f"{redact(uri)} is a tracking server: open it in a browser")
         return
     cmd = [str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
-    typer.echo(f"MLflow UI for {uri}: http://{host}:{port}")
+    typer.echo(f"MLflow UI for {redact(uri)}: http://{host}:{port}")
     try:
         raise typer.Exit(subprocess.call(cmd))
     except KeyboardInterrupt:

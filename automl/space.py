@@ -27,7 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mal.errors import UserError
-from mal.spec import ExperimentSpec, with_values
+from mal.spec import ExperimentSpec, safe_yaml, with_values, yaml_problem
 
 Scalar = bool | int | float | str | None
 _RELATION = re.compile(r"^\s*(<=|>=|<|>)\s*([A-Za-z_][\w.]*)\s*$")
@@ -157,12 +157,16 @@ def load_space_file(path: str | Path) -> SearchSpaceFile:
         raise UserError(f"search-space file not found: {path}")
     is_json = path.suffix == ".json"
     try:
-        data = json.loads(path.read_text()) if is_json else yaml.safe_load(path.read_text())
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        first = str(exc).splitlines()[0]
-        raise UserError(
-            f"search-space file {path} is not valid {'JSON' if is_json else 'YAML'}: {first}"
-        ) from None
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if is_json else safe_yaml(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"search-space file {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"search-space file {path} is not valid YAML ({yaml_problem(exc)})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"search-space file {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise UserError(f"cannot read search-space file {path}: {exc.strerror or exc}") from None
     if not isinstance(data, dict):
         raise UserError(f"search-space file {path} must hold a mapping, got {type(data).__name__}")
     if "properties" in data:
@@ -701,7 +705,7 @@ def _shape_problem(p: ParamSpec) -> str | None:
         if not all(0 < w < math.inf for w in p.weights):
             return f"weights {p.weights} must all be > 0"
     if p.default is not None and not _contains(p, p.default):
-        return f"default={p.default!r} is outside {_range_text(p)}"
+        return f"default={p.default!r} is not a value {_range_text(p)}"
     return None
 
 

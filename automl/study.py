@@ -11,7 +11,6 @@ import logging
 import math
 import os
 import pickle
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -620,5 +619,5 @@ def _promote(model: TunableModel, spec: Any, best: TrialRecord, best_trial_dir: 
     winner = model.spec.with_values(spec, values)
     atomic_write(best_dir / "spec.yaml", winner.to_yaml())
     metrics, written = model.entry("evaluate")(winner)
-    shutil.copyfile(written, best_dir / "metrics.json")
+    atomic_write(best_dir / "metrics.json", Path(written).read_text())
     return best_dir, metrics

@@ -105,7 +105,7 @@ class StudyTracker:
         self.parent_id = run.info.run_id
         space_text = json.dumps(space, indent=2, sort_keys=True)
         params = {**{f"automl.{k}": v for k, v in settings.items()}, "search_space_sha256": hashlib.sha256(space_text.encode()).hexdigest()[:16]}
-        self.client.log_batch(self.parent_id, params=[Param(k, str(v)[:6000]) for k, v in params.items() if _public(k)])
+        self.client.log_batch(self.parent_id, params=[Param(k, redact(str(v))[:6000]) for k, v in params.items() if _public(k)])
         self.client.log_text(self.parent_id, space_text, "search_space.json")
         return self.parent_id
 
@@ -134,9 +134,9 @@ class StudyTracker:
             tags={"mlflow.parentRunId": self.parent_id, "automl.trial_id": trial_id, "automl.kind": "trial"},
         )
         self.children[trial_id] = run.info.run_id
-        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items() if _public(k)])
+        self.client.log_batch(run.info.run_id, params=[Param(k, redact(str(v))) for k, v in params.items() if _public(k)])
         if spec_yaml:
-            self.client.log_text(run.info.run_id, spec_yaml, "spec.yaml")
+            self.client.log_text(run.info.run_id, redact(spec_yaml), "spec.yaml")
 
     def trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         from mlflow.entities import Metric

@@ -4,6 +4,7 @@ with a checkpoint Tune can restore (for retries, HyperBand pauses and PBT exploi
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -185,7 +186,9 @@ def run_trial(
         train_dir = spec.output_dir("train")
         train_dir.mkdir(parents=True, exist_ok=True)
         with restored.as_directory() as src:
-            shutil.copyfile(Path(src) / CHECKPOINT_FILE, train_dir / CHECKPOINT_FILE)
+            staged = train_dir / f".{CHECKPOINT_FILE}.restoring"  # a kill mid-copy leaves the old file whole
+            shutil.copyfile(Path(src) / CHECKPOINT_FILE, staged)
+            os.replace(staged, train_dir / CHECKPOINT_FILE)
     if workers > 1:
         _run_ddp(spec, model, metric, workers, worker_cpus, gpus, out)
         return

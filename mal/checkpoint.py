@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import pickle
+import re
 import tempfile
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -43,20 +48,60 @@ def resolve(location: str | Path) -> str:
     return resolvers[0].load()(text)
 
 
-def load(path: str | Path) -> dict[str, Any]:
+def load(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
+    """torch.load with weights_only=True: tensors and plain containers only, so a checkpoint can never run
+    code; anything else is refused with one line. `mmap` maps tensors lazily (a cheap check of a big file)."""
     path = resolve(path)
+    mmap = mmap and zipfile.is_zipfile(path)  # only the zip format (torch >= 1.6) can be mapped
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        # MAE's training checkpoints carry their argparse.Namespace: plain data, so it is allowed.
+        with warnings.catch_warnings(), torch.serialization.safe_globals([argparse.Namespace]):
+            warnings.simplefilter("ignore")  # torch warns about a pickle protocol before it refuses the file
+            checkpoint = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise UserError(f"checkpoint not found: {path}") from None
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise UserError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+    except IsADirectoryError:
+        raise UserError(f"checkpoint {path} is a folder, not a .pth file") from None
+    except pickle.UnpicklingError as exc:
+        raise UserError(f"checkpoint {path} refused: {_refusal(exc)}") from None
+    except PermissionError as exc:
+        raise UserError(f"cannot read checkpoint {path}: {exc.strerror}") from None
+    except Exception:  # noqa: BLE001 - torch's own errors for foreign files say little a user can act on
+        raise UserError(
+            f"checkpoint {path} is not a torch checkpoint (empty, cut short, or another kind of file)"
+        ) from None
+    if not isinstance(checkpoint, dict):
+        raise UserError(f"checkpoint {path} holds a {type(checkpoint).__name__}, not a dict of weights")
+    return checkpoint
+
+
+_BLOCKED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def _refusal(exc: pickle.UnpicklingError) -> str:
+    """Why the weights-only unpickler stopped, without torch's advice to retry unsafely."""
+    blocked = _BLOCKED_GLOBAL.search(str(exc))
+    if blocked:
+        return f"it would import {blocked[1]}, and checkpoints are loaded weights-only (no code, no objects)"
+    return "not a weights-only torch checkpoint (corrupt, or a pickle of Python objects)"
+
+
+def check_training_checkpoint(path: str | Path) -> None:
+    """What Lightning needs to resume (weights and optimizer state), checked before a run starts."""
+    checkpoint = load(path, mmap=True)
+    if not isinstance(checkpoint.get("state_dict"), dict) or "optimizer_states" not in checkpoint:
+        raise UserError(
+            f"{path} is not a training checkpoint (no optimizer state) and cannot be resumed; "
+            "to start from its weights, set train.pretrained_model_path instead"
+        )
 
 
 def network_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The MAL network's state dict (student.* and teacher.*) from a training checkpoint or a weights file."""
     state = checkpoint.get("state_dict", checkpoint)
-    state = {k.removeprefix("net."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if not isinstance(state, dict):
+        raise UserError(f"checkpoint's state_dict is a {type(state).__name__}, not a dict of weights")
+    state = {k.removeprefix("net."): v for k, v in state.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
     if not any(k.startswith("student.") for k in state):
         raise UserError("checkpoint holds no MAL network (no student.* weights)")
     return state
@@ -66,7 +111,8 @@ def save_atomic(obj: Any, path: str | Path) -> Path:
     """torch.save through a temp file and a rename: a kill mid-save leaves the previous file intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
+    # a hidden name next to the target: what a killed save leaves behind is easy to tell from a checkpoint
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as tmp:
         try:
             torch.save(obj, tmp)
         except BaseException:

@@ -54,12 +54,16 @@ def evaluate(spec: Path = SpecOption, overrides: list[str] = Overrides) -> None:
 
 @app.command()
 def inference(spec: Path = SpecOption, overrides: list[str] = Overrides) -> None:
-    """Write one mask per input box (COCO RLE) to inference.label_dump_path."""
+    """Write one mask per input box (COCO RLE) to inference.label_dump_path; inference.engine=ray fans out."""
     experiment = _spec(spec, overrides, "inference")
     from mal.runner import infer
 
-    summary = infer(experiment)
-    typer.echo(f"wrote {summary['annotations']} annotations to {summary['path']}")
+    s = infer(experiment)
+    typer.echo(
+        f"labeled {s['annotations']} boxes on {s['images']} images in {s['seconds']:.1f} s "
+        f"({s['boxes_per_s']:.1f} boxes/s, {s['images_per_s']:.1f} images/s) with {s['workers']}"
+    )
+    typer.echo(f"wrote {s['annotations']} annotations to {s['path']}")
 
 
 @app.command()

@@ -22,7 +22,9 @@ def run_cli(app: Callable[..., object]) -> None:
     try:
         app(standalone_mode=True)
     except UserError as exc:
-        fail(str(exc), exc.exit_code)
+        # a UserError raised in a data-loader worker comes back with the worker's traceback in its message
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        fail(lines[-1].strip() if lines else type(exc).__name__, exc.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None

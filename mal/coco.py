@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from pycocotools import mask as mask_utils
 
 from mal.errors import UserError
@@ -65,20 +66,17 @@ def gt_mask(ann: dict, h: int, w: int) -> np.ndarray | None:
     seg = ann.get("segmentation")
     if not seg:
         return None
+    problem = _segmentation_problem(seg, h, w)
+    if problem:
+        raise UserError(f"annotation {ann.get('id')}: {problem}")
     if isinstance(seg, list):
-        if not all(isinstance(p, list) for p in seg):
-            raise UserError(
-                f"annotation {ann.get('id')}: polygon segmentation must be a list of coordinate lists"
-            )
         # pycocotools reads a 4-number list as a box and rejects shorter ones: drop degenerate parts.
         polygons = [p for p in seg if len(p) >= 6]
         if not polygons:
             return np.zeros((h, w), np.uint8)
         rle = mask_utils.merge(mask_utils.frPyObjects(polygons, h, w))
-    elif isinstance(seg, dict) and "counts" in seg and "size" in seg:
-        rle = mask_utils.frPyObjects(seg, h, w) if isinstance(seg["counts"], list) else seg
     else:
-        raise UserError(f"annotation {ann.get('id')}: segmentation is neither polygons nor RLE")
+        rle = mask_utils.frPyObjects(seg, h, w) if isinstance(seg["counts"], list) else seg
     mask = mask_utils.decode(rle)
     if mask.shape != (h, w):
         raise UserError(
@@ -163,6 +161,9 @@ def _check_annotations(
         if not (_is_int(category_id) and category_id in categories):
             raise UserError(f"{name}: annotation {aid} refers to unknown category_id {category_id!r}")
         _check_bbox(ann.get("bbox"), aid, image, name)
+        problem = _segmentation_problem(ann.get("segmentation"), image["height"], image["width"])
+        if problem:
+            raise UserError(f"{name}: annotation {aid}: {problem}")
     return entries
 
 
@@ -194,3 +195,84 @@ def _check_image_files(coco: CocoSet) -> None:
             f"{coco.source}: image file {coco.image_path(missing[0])} (image id {missing[0]}) not found; "
             f"{len(missing)} of {len(used)} annotated images are missing"
         )
+    for iid in used:
+        problem = _image_problem(coco.image_path(iid), coco.images[iid])
+        if problem:
+            raise UserError(f"{coco.source}: image file {coco.image_path(iid)} (image id {iid}) {problem}")
+
+
+# The marker that closes a complete file, looked for near its end: a copy or download cut short lacks it.
+_END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND"}
+_TAIL_BYTES = 1024
+
+
+def _image_problem(path: Path, info: dict) -> str | None:
+    """Reads the header and the last kilobyte (about 0.1 ms a file): a format PIL knows, the size the json
+    states, and a complete file. Pixels are decoded when a box is used; decoding every image up front would
+    cost minutes on COCO."""
+    try:
+        with Image.open(path) as image:
+            (width, height), kind = image.size, image.format
+        with open(path, "rb") as file:
+            file.seek(max(0, file.seek(0, 2) - _TAIL_BYTES))
+            tail = file.read()
+    except Image.UnidentifiedImageError:
+        return "is not an image in a known format (empty, corrupt or not an image)"
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        reason = getattr(exc, "strerror", None) or " ".join(str(exc).split())
+        return f"cannot be read as an image ({reason})"
+    if (width, height) != (info["width"], info["height"]):
+        return f"is {width}x{height} but the json says {info['width']}x{info['height']}"
+    if _END_MARKERS.get(kind, b"") not in tail:
+        return f"is cut short (a {kind} file without its end marker)"
+    return None
+
+
+def _segmentation_problem(seg: Any, h: int, w: int) -> str | None:
+    """What is malformed in a polygon / RLE segmentation (checked without rasterising), or None.
+
+    pycocotools decodes a bad RLE without complaint into garbage pixels, so the counts are checked here.
+    """
+    if seg is None or seg == []:
+        return None
+    if isinstance(seg, list):
+        if not all(isinstance(p, list) and all(_is_finite_number(v) for v in p) for p in seg):
+            return "polygon segmentation must be lists of finite x, y numbers"
+        return None
+    if not (isinstance(seg, dict) and "counts" in seg and "size" in seg):
+        return "segmentation is neither polygons nor RLE ({counts, size})"
+    if seg["size"] != [h, w]:
+        return f"segmentation size {seg['size']!r} does not match its image ({h}x{w})"
+    counts = seg["counts"]
+    if isinstance(counts, str):
+        counts = _rle_string_counts(counts)
+    elif not (isinstance(counts, list) and all(_is_int(c) for c in counts)):
+        counts = None
+    if counts is None or any(c < 0 for c in counts) or sum(counts) != h * w:
+        return f"RLE counts do not describe a {h}x{w} mask"
+    return None
+
+
+def _rle_string_counts(text: str) -> list[int] | None:
+    """The run lengths of a compressed COCO RLE string (pycocotools' rleFrString), None if it is cut short.
+
+    Each count is 5-bit groups (char - 48) with a continuation bit 0x20 and a sign bit 0x10; from the
+    third count on, each is stored as the difference to the count two places before it.
+    """
+    counts: list[int] = []
+    p = 0
+    while p < len(text):
+        value, shift, more = 0, 0, True
+        while more:
+            if p == len(text):
+                return None
+            c = ord(text[p]) - 48
+            value |= (c & 0x1F) << shift
+            more = bool(c & 0x20)
+            p, shift = p + 1, shift + 5
+            if not more and c & 0x10:
+                value |= -1 << shift
+        if len(counts) > 2:
+            value += counts[-2]
+        counts.append(value)
+    return counts

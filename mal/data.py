@@ -148,8 +148,32 @@ def decode_image(path: Path | str) -> np.ndarray:
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read image ({exc})") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        # PIL reports some broken files as SyntaxError/ValueError; the message must stay one line
+        raise UserError(f"{path}: cannot read image ({' '.join(str(exc).split())})") from None
+
+
+def load_image(path: Path | str, image_id: int, expected_hw: tuple[int, int]) -> np.ndarray:
+    """Decoded pixels, refused when their size disagrees with the annotations (the boxes would be off)."""
+    image = decode_image(path)
+    if image.shape[:2] != tuple(expected_hw):
+        raise UserError(
+            f"{path}: image is {image.shape[1]}x{image.shape[0]} but its annotations say "
+            f"{expected_hw[1]}x{expected_hw[0]} (image id {image_id})"
+        )
+    return image
+
+
+def box_crop(
+    image: np.ndarray, bbox: Sequence[float], margins: np.ndarray, crop_size: int
+) -> tuple[torch.Tensor, torch.Tensor, Box]:
+    """uint8 (3, S, S) image crop, float32 (1, S, S) box mask and the integer crop box."""
+    x, y, w, h = bbox
+    ext_box = expand_box((x, y, x + w, y + h), margins)
+    pixels = torch.from_numpy(np.ascontiguousarray(crop_wrap(image, ext_box))).permute(2, 0, 1)
+    crop = F.resize(pixels, [crop_size, crop_size], interpolation=F.InterpolationMode.BILINEAR, antialias=True)
+    mask = crop_box_mask(bbox, ext_box, image.shape[:2], crop_size)
+    return crop, torch.from_numpy(mask)[None], ext_box
 
 
 def collate(batch: list[dict]) -> dict[str, torch.Tensor]:
@@ -186,31 +210,13 @@ class _BoxCrops(Dataset):
         if image_id in self._cache:
             self._cache.move_to_end(image_id)
             return self._cache[image_id]
-        path = self.coco.image_path(image_id)
-        image = decode_image(path)
         info = self.coco.images[image_id]
-        if image.shape[:2] != (info["height"], info["width"]):
-            raise UserError(
-                f"{path}: image is {image.shape[1]}x{image.shape[0]} but its annotations say "
-                f"{info['width']}x{info['height']} (image id {image_id})"
-            )
+        image = load_image(self.coco.image_path(image_id), image_id, (info["height"], info["width"]))
         if self.cache_size:
             self._cache[image_id] = image
             if len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return image
-
-    def _crop(
-        self, image: np.ndarray, ann: dict, margins: np.ndarray
-    ) -> tuple[torch.Tensor, torch.Tensor, Box]:
-        """uint8 (3, S, S) image crop, float32 (1, S, S) box mask and the integer crop box."""
-        x, y, w, h = ann["bbox"]
-        ext_box = expand_box((x, y, x + w, y + h), margins)
-        pixels = torch.from_numpy(np.ascontiguousarray(crop_wrap(image, ext_box))).permute(2, 0, 1)
-        size = [self.crop_size, self.crop_size]
-        crop = F.resize(pixels, size, interpolation=F.InterpolationMode.BILINEAR, antialias=True)
-        mask = crop_box_mask(ann["bbox"], ext_box, image.shape[:2], self.crop_size)
-        return crop, torch.from_numpy(mask)[None], ext_box
 
 
 class MALTrainDataset(_BoxCrops):
@@ -240,7 +246,7 @@ class MALTrainDataset(_BoxCrops):
     def _item(self, index: int | tuple[int, int], ann: dict, image: np.ndarray) -> dict[str, torch.Tensor]:
         epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
         rng = np.random.default_rng((self.seed, epoch, index))
-        crop, boxmask, _ = self._crop(image, ann, train_margins(rng, self.margin_rate))
+        crop, boxmask, _ = box_crop(image, ann["bbox"], train_margins(rng, self.margin_rate), self.crop_size)
         if rng.random() < FLIP_P:
             crop, boxmask = F.horizontal_flip(crop), F.horizontal_flip(boxmask)
         return {
@@ -266,18 +272,82 @@ class MALEvalDataset(_BoxCrops):
         self.margins = eval_margins(test_margin_rate)
 
     def _item(self, index: int, ann: dict, image: np.ndarray) -> dict[str, torch.Tensor]:
-        crop, boxmask, ext_box = self._crop(image, ann, self.margins)
-        return {
-            "image": normalize(crop),
-            "boxmask": boxmask,
-            "box_area": torch.tensor(ann["bbox"][2] * ann["bbox"][3], dtype=torch.float32),
-            "ext_box": torch.tensor(ext_box, dtype=torch.float32),
-            "bbox": torch.tensor(ann["bbox"], dtype=torch.float32),
-            "ann_id": torch.tensor(ann["id"], dtype=torch.int64),
-            "image_id": torch.tensor(ann["image_id"], dtype=torch.int64),
-            "category_id": torch.tensor(ann["category_id"], dtype=torch.int64),
-            "image_hw": torch.tensor(image.shape[:2], dtype=torch.int64),
-        }
+        return eval_item(image, ann, self.margins, self.crop_size)
+
+
+def eval_item(image: np.ndarray, ann: dict, margins: np.ndarray, crop_size: int) -> dict[str, torch.Tensor]:
+    """One box's deterministic test crop plus what paste-back and metrics need (crop box, ids, image size)."""
+    crop, boxmask, ext_box = box_crop(image, ann["bbox"], margins, crop_size)
+    return {
+        "image": normalize(crop),
+        "boxmask": boxmask,
+        "box_area": torch.tensor(ann["bbox"][2] * ann["bbox"][3], dtype=torch.float32),
+        "ext_box": torch.tensor(ext_box, dtype=torch.float32),
+        "bbox": torch.tensor(ann["bbox"], dtype=torch.float32),
+        "ann_id": torch.tensor(ann["id"], dtype=torch.int64),
+        "image_id": torch.tensor(ann["image_id"], dtype=torch.int64),
+        "category_id": torch.tensor(ann["category_id"], dtype=torch.int64),
+        "image_hw": torch.tensor(image.shape[:2], dtype=torch.int64),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- labeling work
+
+LABEL_KEYS = ("id", "image_id", "category_id", "bbox", "iscrowd")
+
+
+def label_units(coco: CocoSet, max_boxes: int, with_masks: bool = False) -> list[list[dict]]:
+    """The input's boxes as units of at most `max_boxes` (one network batch): whole images in order of their
+    first box, packed greedily; an image with more boxes is split over units of its own.
+
+    A unit is plain JSON-able data (image path and size, its boxes; no pixels). Every inference engine feeds
+    the network one unit at a time, and a batch's output depends on its members (size buckets, kernels), so
+    engines that share the units write the same masks.
+    """
+    boxes_of: dict[int, list[dict]] = {}
+    keys = (*LABEL_KEYS, "segmentation") if with_masks else LABEL_KEYS
+    for ann in coco.anns:
+        boxes_of.setdefault(ann["image_id"], []).append({k: ann[k] for k in keys if k in ann})
+    units: list[list[dict]] = []
+    unit: list[dict] = []
+    filled = 0
+    for image_id, boxes in boxes_of.items():
+        info = coco.images[image_id]
+        for start in range(0, len(boxes), max_boxes):
+            part = boxes[start : start + max_boxes]
+            if unit and filled + len(part) > max_boxes:
+                units.append(unit)
+                unit, filled = [], 0
+            record = {"image_id": image_id, "path": str(coco.image_path(image_id)), "hw": [info["height"], info["width"]]}
+            unit.append({**record, "boxes": part})
+            filled += len(part)
+    if unit:
+        units.append(unit)
+    return units
+
+
+def unit_crops(unit: list[dict], margins: np.ndarray, crop_size: int) -> dict[str, torch.Tensor]:
+    """The batched test crops of a unit's boxes, in unit order; each image is decoded once."""
+    items = []
+    for record in unit:
+        image = load_image(record["path"], record["image_id"], tuple(record["hw"]))
+        items += [eval_item(image, box, margins, crop_size) for box in record["boxes"]]
+    return collate(items)
+
+
+class UnitCrops(Dataset):
+    """Units as a map-style dataset, so data-loader workers decode and crop ahead of the network."""
+
+    def __init__(self, units: list[list[dict]], margins: np.ndarray, crop_size: int) -> None:
+        self.units = units
+        self.margins = margins
+        self.crop_size = crop_size
+
+    def __len__(self) -> int:
+        return len(self.units)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return unit_crops(self.units[index], self.margins, self.crop_size)
 
 
 def rank_and_world() -> tuple[int, int]:

@@ -22,7 +22,8 @@ ACTIONS: tuple[str, ...] = ("train", "evaluate", "inference")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN/inf pass `gt`/`ge`-free checks (a NaN margin, an inf lr) and only fail deep inside training
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class _Devices(_Section):
@@ -181,6 +182,12 @@ class InferenceConfig(_Devices):
     label_dump_path: str = Field("instances_val2017_mal.json", description="Output COCO json (relative: under results_dir).")
     batch_size: int = Field(3, ge=1, description="Crops per device per step.")
     load_mask: bool = Field(False, description="Also report IoU against masks in ann_path.")
+    engine: Literal["local", "ray"] = Field(
+        "local", description="local: this process; ray: Ray Data actors ($RAY_ADDRESS or a local Ray), one model each."
+    )
+    num_workers: int | None = Field(
+        None, ge=1, description="Ray actors for engine ray; default one per GPU when labeling on GPUs, else one per CPU."
+    )
 
 
 class AutoMLConfig(_Section):
@@ -301,11 +308,24 @@ def _suggest(key: str) -> str:
     return ""
 
 
+class _Shown:
+    """A bad value as an error message shows it: its repr, cut short when long (a pasted list, an alias bomb)."""
+
+    LIMIT = 120
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        text = repr(self.value)
+        return text if len(text) <= self.LIMIT else f"{text[: self.LIMIT - 5]} ...{text[-1]}"
+
+
 def _describe(error: dict[str, Any]) -> str:
     """One line from pydantic's first error: key, bad value, what is allowed."""
     loc = ".".join(str(p) for p in error["loc"] if not isinstance(p, int))
     kind = error["type"]
-    value = error.get("input")
+    value = _Shown(error.get("input"))
     if kind == "extra_forbidden":
         return f"{loc}: unknown key{_suggest(loc)}"
     msg = error["msg"]
@@ -321,11 +341,60 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{loc}: {value!r} is not allowed ({msg[0].lower() + msg[1:]})"
 
 
+def _printable(text: str) -> str:
+    """Control characters (a newline in a YAML key) escaped, so a message stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def validate_dict(data: dict[str, Any]) -> ExperimentSpec:
     try:
         return ExperimentSpec.model_validate(data)
     except ValidationError as exc:
-        raise UserError(f"invalid spec: {_describe(exc.errors()[0])}") from None
+        raise UserError(f"invalid spec: {_printable(_describe(exc.errors()[0]))}") from None
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML (plain values only, never Python objects) that also refuses a key written twice, which
+    plain YAML resolves silently to the last one (a second `train:` section would drop the first)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *base` keys may be overridden on purpose
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+        except TypeError:
+            continue  # an unhashable key: construct_mapping reports it
+        if duplicate:
+            raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def safe_yaml(text: str) -> Any:
+    """Parse YAML from a user: plain values only (a `!!python/...` tag is refused), no duplicate keys."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
+    except (ValueError, TypeError, OverflowError) as exc:  # a standard tag's constructor refusing its text: !!float x
+        raise yaml.constructor.ConstructorError(None, None, f"cannot read a tagged value ({exc})") from None
+    except RecursionError:
+        raise yaml.YAMLError("brackets or sections nested too deeply") from None
+
+
+def yaml_problem(exc: yaml.YAMLError, with_line: bool = True) -> str:
+    """PyYAML's error as one short line: where (for files), and what."""
+    mark = getattr(exc, "problem_mark", None) if with_line else None
+    problem = _printable(str(getattr(exc, "problem", None) or exc))
+    tag = problem.partition("constructor for the tag ")[2].strip("'")
+    if tag:
+        problem = f"the tag {tag.replace('tag:yaml.org,2002:', '!!')} is not allowed (plain YAML values only)"
+    return f"line {mark.line + 1}: {problem}" if mark else problem
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -333,11 +402,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key or any(not part.isidentifier() for part in key.split(".")):
-        raise UserError(f"malformed override '{text}': expected section.field=value, e.g. train.lr=1e-5")
+        raise UserError(f"malformed override {text!r}: expected section.field=value, e.g. train.lr=1e-5")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        raise UserError(f"malformed override '{text}': the value is not valid YAML") from None
+        value = safe_yaml(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise UserError(
+            f"malformed override {text!r}: the value is not valid YAML ({yaml_problem(exc, with_line=False)})"
+        ) from None
     if isinstance(value, float) and not math.isfinite(value):
         raise UserError(f"{key}: {raw!r} is not allowed (must be a finite number)")
     return key.split("."), value
@@ -350,7 +421,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         for i, part in enumerate(path[:-1]):
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise UserError(f"override '{text}': {'.'.join(path[: i + 1])} is not a section")
+                raise UserError(f"override {text!r}: {'.'.join(path[: i + 1])} is not a section")
             node = child
         node[path[-1]] = value
     return data
@@ -361,11 +432,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"spec file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = safe_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise UserError(f"spec file {path} is not valid YAML{where}") from None
+        raise UserError(f"spec file {path} is not valid YAML ({yaml_problem(exc)})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"spec file {path} is not YAML: it is not UTF-8 text") from None
+    except OSError as exc:
+        raise UserError(f"cannot read spec file {path}: {exc.strerror or exc}") from None
     if not isinstance(data, dict):
         raise UserError(f"spec file {path} must hold a mapping of sections, got {type(data).__name__}")
     return data
@@ -429,7 +502,8 @@ def _optional_paths(spec: ExperimentSpec, action: str) -> list[tuple[str, str | 
 
 
 def check_paths(spec: ExperimentSpec, action: str) -> None:
-    """Every path the action reads must be set and exist before any work starts."""
+    """Every input the action reads must be set, exist and be valid before any work starts: COCO files and
+    their images, checkpoints (read weights-only), and for training at least one usable box."""
     from mal.storage import exists, is_registered_model
 
     for key, value in _required_paths(spec, action):
@@ -440,6 +514,64 @@ def check_paths(spec: ExperimentSpec, action: str) -> None:
             continue  # a registered model: resolved (and checked) when it is loaded
         if value and not exists(value):
             raise UserError(f"{key}: {value!r} does not exist")
+    _check_data(spec, action)
+    _check_checkpoints(spec, action)
+
+
+def _check_data(spec: ExperimentSpec, action: str) -> None:
+    """Every COCO file of the action is read and validated with its images (headers only)."""
+    from mal.coco import load_coco
+
+    d = spec.dataset
+    val = ("dataset.val_ann_path", d.val_ann_path, d.val_img_dir)
+    sets = {
+        "train": [("dataset.train_ann_path", d.train_ann_path, d.train_img_dir), val],
+        "evaluate": [val],
+        "inference": [("inference.ann_path", spec.inference.ann_path, spec.inference.img_dir)],
+    }[action]
+    for key, ann_path, img_dir in sets:
+        coco = load_coco(ann_path, img_dir, check_images=True)
+        if key == "dataset.val_ann_path" and not coco.anns:
+            raise UserError(f"{key}: {ann_path} has no annotations to validate on")
+        if key == "dataset.train_ann_path":
+            from mal.data import train_instances
+
+            if not train_instances(coco, d.min_obj_size, d.max_obj_size)[0]:
+                raise UserError(
+                    f"{ann_path}: no training box passes dataset.min_obj_size={d.min_obj_size:g} < w*h < "
+                    f"max_obj_size={d.max_obj_size:g} (and w, h > 2, not crowd)"
+                )
+
+
+def _check_checkpoints(spec: ExperimentSpec, action: str) -> None:
+    """Checkpoints are read weights-only with their tensors mapped, not loaded: cheap even for big files."""
+    from mal import checkpoint as ckpt
+    from mal.storage import is_registered_model, is_remote
+
+    def local(path: str | None) -> bool:
+        return bool(path) and not is_remote(path) and not is_registered_model(path)
+
+    if action in ("evaluate", "inference"):
+        path = getattr(spec, action).checkpoint
+        if local(path):
+            checkpoint = ckpt.load(path, mmap=True)
+            try:
+                ckpt.network_state(checkpoint)
+            except UserError as exc:
+                raise UserError(f"{action}.checkpoint {path}: {exc}") from None
+        return
+    t = spec.train
+    if local(t.pretrained_model_path) and not t.pretrained_model_path.startswith("timm:"):
+        ckpt.load(t.pretrained_model_path, mmap=True)
+    if local(t.resume_training_checkpoint_path):
+        ckpt.check_training_checkpoint(t.resume_training_checkpoint_path)
+        return
+    latest = ckpt.latest(spec.output_dir("train"))
+    if latest is not None:
+        try:
+            ckpt.check_training_checkpoint(latest)
+        except UserError as exc:
+            raise UserError(f"{exc}; training would resume from it: delete it to start over") from None
 
 
 # ---------------------------------------------------------------------------------------------- template/schema

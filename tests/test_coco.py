@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
@@ -92,13 +93,13 @@ def test_nan_bbox_is_rejected(tmp_path):
 
 def test_check_images_names_first_missing_file_and_count(tmp_path):
     (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "b.png").write_bytes(b"x")
+    Image.new("RGB", (40, 30)).save(tmp_path / "sub" / "b.png")  # images are checked by header: real ones
     path = _write(tmp_path, VALID)
     with pytest.raises(
         UserError, match=r"a\.png \(image id 1\) not found; 1 of 2 annotated images are missing"
     ):
         load_coco(path, str(tmp_path), check_images=True)
-    (tmp_path / "a.png").write_bytes(b"x")
+    Image.new("RGB", (40, 30)).save(tmp_path / "a.png")
     assert load_coco(path, str(tmp_path), check_images=True).image_root == tmp_path
 
 

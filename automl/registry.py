@@ -30,7 +30,7 @@ class TunableModel:
     reference: str | None = None  # the `package.module:ATTR` it was imported by, when not registered here
 
     def code_modules(self) -> str:
-        """The modules its entry points live in, comma-separated (what a warm worker imports ahead)."""
+        """The modules its entry points live in, comma-separated (what a warm process imports ahead)."""
         entries = (self.fit, self.evaluate, self.weights)
         return ",".join(dict.fromkeys(entry.partition(":")[0] for entry in entries))
 

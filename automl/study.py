@@ -292,25 +292,19 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # relative spec paths resolve as the user wrote them
 
 
-def _init_ray(model: TunableModel) -> None:
-    """Connect to $RAY_ADDRESS, or start a local Ray whose workers import the model's code as they start,
-    while the driver is still setting up: a trial then starts in a warm process instead of paying the
-    imports (seconds of torch and Lightning) itself."""
+def _init_ray() -> None:
+    """Connect to $RAY_ADDRESS, or start a local Ray without a dashboard."""
     import ray
-
-    from automl.trial import WARM_MODULES_ENV
 
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
-    warm = {"worker_process_setup_hook": "automl.trial.warm_worker", "env_vars": {WARM_MODULES_ENV: model.code_modules()}}
     ray.init(
         address=address or None,
         include_dashboard=False,
         log_to_driver=False,
         logging_level=logging.ERROR,
         configure_logging=True,
-        runtime_env=None if address else warm,  # a submitted job's runtime env stays as the user made it
     )
 
 
@@ -405,7 +399,7 @@ def run_study(
     console = console or Console()
     _quiet_libraries()
     a = spec.automl
-    _init_ray(model)
+    _init_ray()
     check_shared_storage(study_dir, tracking_uri(a.tracking_uri), console=console)  # before anything is written
     settings = study_settings(model, spec)
     study_dir.mkdir(parents=True, exist_ok=True)
@@ -454,8 +448,9 @@ def run_study(
             failure_config=tune.FailureConfig(max_failures=a.max_failures),
         ),
     )
+    promoter = start_promoter(model, settings)
     tuner.fit()
-    return _conclude(model, spec, state, tracker, tracking)
+    return _conclude(model, spec, state, tracker, tracking, promoter)
 
 
 def _recorder(model, spec, state, console, tracking, scheduler) -> StudyRecorder:
@@ -503,7 +498,7 @@ def resume_study(study_dir: Path, console: Console | None = None) -> StudyResult
         tracking.send("reattach", state.mlflow_run_id)
     else:
         tracking.send("start_study", str(study_dir.resolve()), state.settings, space.to_dict())
-    _init_ray(model)
+    _init_ray()
     tuner = tune.Tuner.restore(
         str(experiment), _trainable(model, spec, study_dir, state.settings), resume_unfinished=True, resume_errored=False
     )
@@ -517,8 +512,9 @@ def resume_study(study_dir: Path, console: Console | None = None) -> StudyResult
     if not _scheduler_resumable(internal._tune_config.scheduler) and a.algorithm not in ("bayesian", "random", "grid"):
         console.print(f"[yellow]{a.algorithm}: its scheduler starts its brackets afresh on resume (only ASHA's state is saved)[/]")
     state.write()
+    promoter = start_promoter(model, state.settings)
     tuner.fit()
-    return _conclude(model, spec, state, tracker, tracking)
+    return _conclude(model, spec, state, tracker, tracking, promoter)
 
 
 def _drop_unsnapshotted(state: StudyState, experiment: Path, tracking: BackgroundTracker, console: Console) -> None:
@@ -534,7 +530,9 @@ def _drop_unsnapshotted(state: StudyState, experiment: Path, tracking: Backgroun
             console.print(f"[dim]{trial_id} started after the last snapshot; a new trial takes its place[/]")
 
 
-def _conclude(model: TunableModel, spec: Any, state: StudyState, tracker: StudyTracker, tracking: BackgroundTracker) -> StudyResult:
+def _conclude(
+    model: TunableModel, spec: Any, state: StudyState, tracker: StudyTracker, tracking: BackgroundTracker, promoter: Any
+) -> StudyResult:
     """Pick the best trial, evaluate and promote it, and close the tracking (bounded wait for its backlog)."""
     a, study_dir = spec.automl, state.dir
     # an unreachable server gets no more synchronous calls: each could block for minutes in retries
@@ -542,13 +540,18 @@ def _conclude(model: TunableModel, spec: Any, state: StudyState, tracker: StudyT
     state.mlflow_run_id = tracker.parent_id
     best = state.best_so_far()
     result = StudyResult(state, best, None, None, tracking_uri=tracker.uri, spec=spec)
+    if best is not None:
+        result.best_dir, result.final_metrics = promote(model, spec, best, trial_dir(study_dir, best.trial_id), study_dir, promoter)
+    if promoter is not None:
+        import ray
+
+        ray.kill(promoter)
     if best is None:
         state.status = "failed"
         state.write()
         if tracked:
             _track_safely(tracker.end_study, "failed", None)
         return result
-    result.best_dir, result.final_metrics = promote(model, spec, best, trial_dir(study_dir, best.trial_id), study_dir)
     champion = None
     if tracked:
         champion = _track_safely(
@@ -582,15 +585,48 @@ def _track_safely(call: Any, *args: Any, **kwargs: Any) -> Any:
         return None
 
 
-def promote(model: TunableModel, spec: Any, best: TrialRecord, best_trial_dir: Path, study_dir: Path) -> tuple[Path, dict]:
-    """Final evaluation of the best trial on a Ray worker with a trial's resources (a GPU when trials had one;
-    the driver imports no torch), then best/: the weights, the winning spec, and that evaluation's metrics."""
+class Promoter:
+    """The final evaluation's process, started with the study so that its imports (seconds of torch and
+    Lightning) are done by the time the last trial ends. Idle until then; it holds no CPU."""
+
+    def __init__(self, modules: str) -> None:
+        import importlib
+
+        for module in modules.split(","):
+            importlib.import_module(module)
+
+    def promote(self, *args: Any, threads: int) -> tuple[Path, dict]:
+        import torch
+
+        torch.set_num_threads(threads)
+        return _promote(*args)
+
+
+def start_promoter(model: TunableModel, settings: dict[str, Any]) -> Any:
+    """A warm Promoter for studies on CPUs; GPU studies evaluate in a task given a trial's GPU at the end."""
+    import ray
+
+    if settings["gpus_per_trial"] or settings["workers_per_trial"] > 1:
+        return None
+    return ray.remote(Promoter).options(num_cpus=0).remote(model.code_modules())
+
+
+def promote(
+    model: TunableModel, spec: Any, best: TrialRecord, best_trial_dir: Path, study_dir: Path, promoter: Any = None
+) -> tuple[Path, dict]:
+    """Final evaluation of the best trial on a Ray worker with a trial's resources (the driver imports no
+    torch), then best/: the weights, the winning spec, and that evaluation's metrics."""
     import ray
 
     settings = json.loads((study_dir / STUDY_FILE).read_text())["settings"]
-    task = ray.remote(_promote).options(num_cpus=settings["cpus_per_trial"], num_gpus=settings["gpus_per_trial"])
+    args = (model, spec, best, best_trial_dir, study_dir)
+    if promoter is not None:
+        ref = promoter.promote.remote(*args, threads=max(1, int(settings["cpus_per_trial"])))
+    else:
+        task = ray.remote(_promote).options(num_cpus=settings["cpus_per_trial"], num_gpus=settings["gpus_per_trial"])
+        ref = task.remote(*args)
     try:
-        return ray.get(task.remote(model, spec, best, best_trial_dir, study_dir))
+        return ray.get(ref)
     except ray.exceptions.RayTaskError as exc:
         if isinstance(exc.cause, UserError):
             raise exc.cause from None

@@ -15,21 +15,11 @@ from mal.errors import TrainingFailure, UserError
 
 CHECKPOINT_FILE = "mal_model_latest.pth"
 OUTCOME_FILE = "outcome.json"
-WARM_MODULES_ENV = "AUTOML_WARM_MODULES"
 FATAL_FILE = "fatal.txt"  # a failure a retry would only repeat (diverged, out of memory, bad input)
 
 
 def trial_dir(study_dir: str | Path, trial_id: str) -> Path:
     return Path(study_dir) / "trials" / trial_id
-
-
-def warm_worker() -> None:
-    """Ray's worker set-up hook: import the model's code as the worker starts, before it gets a trial."""
-    import importlib
-    import os
-
-    for module in filter(None, os.environ.get(WARM_MODULES_ENV, "").split(",")):
-        importlib.import_module(module)
 
 
 class TrialFailedBefore(RuntimeError):

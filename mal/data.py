@@ -8,6 +8,7 @@ Image crops are resized bilinearly (antialiased); the box mask samples the crop 
 from __future__ import annotations
 
 import math
+import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -180,16 +181,47 @@ def collate(batch: list[dict]) -> dict[str, torch.Tensor]:
     return {key: torch.stack([item[key] for item in batch]) for key in batch[0]}
 
 
-class _BoxCrops(Dataset):
-    """Shared machinery: batched fetch that decodes each distinct image once, plus a small LRU of images
-    (per process: every data-loader worker keeps its own)."""
+class ImageCache:
+    """Decoded images shared by every dataset of this process, bounded in bytes, least recently used out.
 
-    def __init__(self, coco: CocoSet, instances: list[dict], crop_size: int, cache_size: int) -> None:
+    A study's next trial often runs in the process of a finished one (automl reuses Ray actors), and then
+    starts with its images decoded. Keyed by path, size and modification time, so an edited file is read again.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._images: OrderedDict[tuple, np.ndarray] = OrderedDict()
+
+    def load(self, path: Path, image_id: int, expected_hw: tuple[int, int]) -> np.ndarray:
+        try:
+            st = path.stat()
+            key = (str(path), st.st_size, st.st_mtime_ns)
+        except OSError:
+            key = None  # load_image names the problem
+        if key in self._images:
+            self._images.move_to_end(key)
+            return self._images[key]
+        image = load_image(path, image_id, expected_hw)
+        if key is not None and image.nbytes <= self.max_bytes:
+            self._images[key] = image
+            self.bytes += image.nbytes
+            while self.bytes > self.max_bytes:
+                self.bytes -= self._images.popitem(last=False)[1].nbytes
+        return image
+
+
+IMAGE_CACHE = ImageCache(int(float(os.environ.get("MAL_IMAGE_CACHE_MB", "1024")) * 2**20))
+
+
+class _BoxCrops(Dataset):
+    """Shared machinery: batched fetch that decodes each distinct image once, through the process's
+    image cache (every data-loader worker keeps its own)."""
+
+    def __init__(self, coco: CocoSet, instances: list[dict], crop_size: int) -> None:
         self.coco = coco
         self.instances = instances
         self.crop_size = crop_size
-        self.cache_size = cache_size
-        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self.instances)
@@ -207,16 +239,8 @@ class _BoxCrops(Dataset):
         raise NotImplementedError
 
     def _image(self, image_id: int) -> np.ndarray:
-        if image_id in self._cache:
-            self._cache.move_to_end(image_id)
-            return self._cache[image_id]
         info = self.coco.images[image_id]
-        image = load_image(self.coco.image_path(image_id), image_id, (info["height"], info["width"]))
-        if self.cache_size:
-            self._cache[image_id] = image
-            if len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        return image
+        return IMAGE_CACHE.load(Path(self.coco.image_path(image_id)), image_id, (info["height"], info["width"]))
 
 
 class MALTrainDataset(_BoxCrops):
@@ -233,9 +257,8 @@ class MALTrainDataset(_BoxCrops):
         crop_size: int,
         margin_rate: Sequence[float],
         seed: int,
-        cache_size: int = 16,
     ) -> None:
-        super().__init__(coco, instances, crop_size, cache_size)
+        super().__init__(coco, instances, crop_size)
         self.margin_rate = tuple(margin_rate)
         self.seed = seed
         self.epoch = 0
@@ -266,9 +289,8 @@ class MALEvalDataset(_BoxCrops):
         instances: list[dict],
         crop_size: int,
         test_margin_rate: Sequence[float],
-        cache_size: int = 16,
     ) -> None:
-        super().__init__(coco, instances, crop_size, cache_size)
+        super().__init__(coco, instances, crop_size)
         self.margins = eval_margins(test_margin_rate)
 
     def _item(self, index: int, ann: dict, image: np.ndarray) -> dict[str, torch.Tensor]:

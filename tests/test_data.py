@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -162,15 +163,31 @@ def test_getitems_decodes_each_image_once_per_batch(coco, monkeypatch):
     calls = []
     real = data.decode_image
     monkeypatch.setattr(data, "decode_image", lambda path: calls.append(path) or real(path))
-    ds = MALEvalDataset(coco, eval_instances(coco), 16, (0.6, 0.6), cache_size=0)
+    monkeypatch.setattr(data, "IMAGE_CACHE", data.ImageCache(max_bytes=0))
+    ds = MALEvalDataset(coco, eval_instances(coco), 16, (0.6, 0.6))
     batch = ds.__getitems__([0, 1])  # two boxes of image 1
     assert len(batch) == 2 and len(calls) == 1
     ds.__getitems__([0, 2, 1])
     assert len(calls) == 3
-    cached = MALEvalDataset(coco, eval_instances(coco), 16, (0.6, 0.6), cache_size=1)
-    cached.__getitems__([0])
-    cached.__getitems__([1])
-    assert len(calls) == 4
+
+
+def test_decoded_images_are_shared_across_datasets_until_the_file_changes(coco, monkeypatch):
+    calls = []
+    real = data.decode_image
+    monkeypatch.setattr(data, "decode_image", lambda path: calls.append(path) or real(path))
+    monkeypatch.setattr(data, "IMAGE_CACHE", data.ImageCache(max_bytes=2**24))
+    MALEvalDataset(coco, eval_instances(coco), 16, (0.6, 0.6)).__getitems__([0])
+    MALEvalDataset(coco, eval_instances(coco), 32, (0.6, 0.6)).__getitems__([0, 1])  # another trial's dataset
+    assert len(calls) == 1
+    path = Path(coco.image_path(coco.anns[0]["image_id"]))
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    MALEvalDataset(coco, eval_instances(coco), 16, (0.6, 0.6)).__getitems__([0])
+    assert len(calls) == 2
+    one = data.IMAGE_CACHE._images[next(iter(data.IMAGE_CACHE._images))].nbytes
+    small = data.ImageCache(max_bytes=one)
+    monkeypatch.setattr(data, "IMAGE_CACHE", small)
+    MALEvalDataset(coco, eval_instances(coco), 16, (0.6, 0.6)).__getitems__([0, 2])
+    assert small.bytes <= one and len(small._images) == 1  # the budget holds: the older image left
 
 
 def test_collate_stacks_and_works_with_dataloader(coco):

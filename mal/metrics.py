@@ -78,6 +78,7 @@ def region_iou(pred_region: np.ndarray, region: tuple[int, int, int, int], gt_fu
 def coco_mask_ap(gt_dataset: dict, detections: list[dict]) -> dict[str, float]:
     """Mask AP and AP50 from pycocotools COCOeval over the images that have detections."""
     import contextlib
+    import copy
     import io
 
     from pycocotools.coco import COCO
@@ -87,7 +88,8 @@ def coco_mask_ap(gt_dataset: dict, detections: list[dict]) -> dict[str, float]:
         return {"mask_AP": 0.0, "mask_AP50": 0.0}
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
         gt = COCO()
-        gt.dataset = {k: gt_dataset[k] for k in ("images", "annotations", "categories")}
+        # COCOeval swaps each GT segmentation for its RLE in place: work on copies, not the caller's annotations
+        gt.dataset = {k: copy.deepcopy(gt_dataset[k]) for k in ("images", "annotations", "categories")}
         gt.createIndex()
         dt = gt.loadRes(detections)
         ev = COCOeval(gt, dt, iouType="segm")

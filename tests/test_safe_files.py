@@ -224,13 +224,12 @@ def test_studies_start_ray_without_its_dashboard(monkeypatch):
     import ray
 
     from automl import study
-    from automl.registry import get_model
 
     calls = []
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda *args, **kwargs: calls.append(kwargs))
-    study._init_ray(get_model("mal"))
+    study._init_ray()
     assert len(calls) == 1 and calls[0]["include_dashboard"] is False
 
 

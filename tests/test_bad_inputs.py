@@ -18,7 +18,35 @@ from tests.conftest import run_cli
 CORPUS = Path(__file__).parent / "bad_inputs"
 GOOD = CORPUS / "good"
 CASES = yaml.safe_load((CORPUS / "cases.yaml").read_text())
-INPUT_DIRS = ("coco", "specs", "spaces", "checkpoints")
+INPUT_DIRS = ("coco", "specs", "spaces")
+# Bad checkpoints are binary files, so the tests write them (into a temp folder) instead of keeping them in git.
+
+
+def write_bad_checkpoints(folder: Path) -> Path:
+    """Files named .pth that are not MAL checkpoints, each wrong in its own way."""
+    import numpy as np
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "random_bytes.pth").write_bytes(np.random.default_rng(0).bytes(512))
+    (folder / "text_file.pth").write_text("model weights go here\n")
+    torch.save({"student.weight": torch.zeros(64, 32)}, folder / "whole.pth")
+    whole = (folder / "whole.pth").read_bytes()
+    (folder / "truncated.pth").write_bytes(whole[: len(whole) // 2])  # a copy cut short
+    (folder / "whole.pth").unlink()
+    torch.save(torch.zeros(4), folder / "tensor_not_dict.pth")
+    torch.save({"backbone.weight": torch.zeros(2, 2)}, folder / "no_student_weights.pth")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bad_checkpoints(tmp_path_factory) -> Path:
+    return write_bad_checkpoints(tmp_path_factory.mktemp("bad_inputs") / "checkpoints")
+
+
+def _input_path(rel: str, bad_checkpoints: Path) -> Path:
+    """A corpus file: checkpoints from the written folder, everything else from tests/bad_inputs/."""
+    return bad_checkpoints.parent / rel if rel.startswith("checkpoints/") else CORPUS / rel
 
 
 def _case_id(case: dict) -> str:
@@ -55,13 +83,13 @@ def _base(cmd: str, weights: Path, results: Path) -> list[str]:
     return [tool, command, *model, "-e", str(GOOD / "spec.yaml"), *overrides, f"results_dir={results}"]
 
 
-def _argv(case: dict, weights: Path, results: Path) -> list[str]:
+def _argv(case: dict, weights: Path, results: Path, bad_checkpoints: Path) -> list[str]:
     argv = _base(case["cmd"], weights, results)
     for key, rel in case.get("set", {}).items():
         if key == "-e":
-            argv[argv.index("-e") + 1] = str(CORPUS / rel)
+            argv[argv.index("-e") + 1] = str(_input_path(rel, bad_checkpoints))
         else:
-            argv.append(f"{key}={CORPUS / rel}")
+            argv.append(f"{key}={_input_path(rel, bad_checkpoints)}")
     if "override" in case:
         argv.append(case["override"])
     return argv
@@ -80,9 +108,9 @@ def _run_in_process(argv: list[str], monkeypatch, capsys) -> tuple[int, str, str
 
 
 @pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
-def test_bad_input_exits_2_with_one_line_before_any_work(case, weights, tmp_path, monkeypatch, capsys):
+def test_bad_input_exits_2_with_one_line_before_any_work(case, weights, bad_checkpoints, tmp_path, monkeypatch, capsys):
     results = tmp_path / "results"
-    argv = _argv(case, weights, results)
+    argv = _argv(case, weights, results, bad_checkpoints)
     if case.get("process"):
         done = run_cli(*argv, cwd=tmp_path, timeout=120)
         code, out, err = done.returncode, done.stdout, done.stderr
@@ -96,9 +124,10 @@ def test_bad_input_exits_2_with_one_line_before_any_work(case, weights, tmp_path
     assert not results.exists(), f"work started: {sorted(results.rglob('*'))}"
 
 
-def test_corpus_has_30_bad_inputs_and_every_file_is_a_case():
+def test_corpus_has_30_bad_inputs_and_every_file_is_a_case(bad_checkpoints):
     used = {rel for case in CASES for rel in case.get("set", {}).values()}
     files = {str(p.relative_to(CORPUS)) for d in INPUT_DIRS for p in (CORPUS / d).iterdir()}
+    files |= {f"checkpoints/{p.name}" for p in bad_checkpoints.iterdir()}
     assert files - used == set(), "corpus files that no case runs"
     assert used - files <= {"images"}, "cases naming files that do not exist"
     coco_text = "".join((CORPUS / "coco" / p.name).read_text(errors="replace") for p in (CORPUS / "coco").iterdir())

@@ -12,7 +12,6 @@ first trial a study may enqueue.
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import re
 import types
@@ -23,11 +22,10 @@ from typing import Any, Literal
 
 import numpy as np
 import optuna
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mal.errors import UserError
-from mal.spec import ExperimentSpec, safe_yaml, with_values, yaml_problem
+from mal.spec import ExperimentSpec, read_mapping, with_values
 
 Scalar = bool | int | float | str | None
 _RELATION = re.compile(r"^\s*(<=|>=|<|>)\s*([A-Za-z_][\w.]*)\s*$")
@@ -153,22 +151,7 @@ class SearchSpaceFile(BaseModel):
 def load_space_file(path: str | Path) -> SearchSpaceFile:
     """Read a YAML search-space file, or convert a TAO train.schema.json (detected by `.json` or `properties`)."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"search-space file not found: {path}")
-    is_json = path.suffix == ".json"
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if is_json else safe_yaml(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"search-space file {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"search-space file {path} is not valid YAML ({yaml_problem(exc)})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"search-space file {path} is not UTF-8 text") from None
-    except OSError as exc:
-        raise UserError(f"cannot read search-space file {path}: {exc.strerror or exc}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"search-space file {path} must hold a mapping, got {type(data).__name__}")
+    data = read_mapping(path, "search-space file")
     if "properties" in data:
         data = _from_tao_schema(data, path)
     try:

@@ -541,7 +541,7 @@ def _conclude(
     best = state.best_so_far()
     result = StudyResult(state, best, None, None, tracking_uri=tracker.uri, spec=spec)
     if best is not None:
-        result.best_dir, result.final_metrics = promote(model, spec, best, trial_dir(study_dir, best.trial_id), study_dir, promoter)
+        result.best_dir, result.final_metrics = promote(model, spec, best, trial_dir(study_dir, best.trial_id), study_dir, state.settings, promoter)
     if promoter is not None:
         import ray
 
@@ -612,13 +612,13 @@ def start_promoter(model: TunableModel, settings: dict[str, Any]) -> Any:
 
 
 def promote(
-    model: TunableModel, spec: Any, best: TrialRecord, best_trial_dir: Path, study_dir: Path, promoter: Any = None
+    model: TunableModel, spec: Any, best: TrialRecord, best_trial_dir: Path, study_dir: Path,
+    settings: dict[str, Any], promoter: Any = None,
 ) -> tuple[Path, dict]:
     """Final evaluation of the best trial on a Ray worker with a trial's resources (the driver imports no
     torch), then best/: the weights, the winning spec, and that evaluation's metrics."""
     import ray
 
-    settings = json.loads((study_dir / STUDY_FILE).read_text())["settings"]
     args = (model, spec, best, best_trial_dir, study_dir)
     if promoter is not None:
         ref = promoter.promote.remote(*args, threads=max(1, int(settings["cpus_per_trial"])))

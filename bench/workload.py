@@ -16,7 +16,6 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from automl.registry import SPACES_DIR
 from bench.common import quiet_lightning
+from mal.runner import FitResult
 from mal.spec import ExperimentSpec
 from mal.storage import atomic_write_text
 
@@ -97,15 +97,6 @@ class _EpochClock(Callback):
         self.timing["epoch_ends"].append(time.time())
 
 
-@dataclass
-class FixedCostResult:
-    train_dir: Path
-    epochs_run: int
-    best_metric: float
-    best_checkpoint: Path | None
-    history: list[dict[str, float]] = field(default_factory=list)
-
-
 def _checkpoints(train_dir: Path) -> tuple[ModelCheckpoint, ModelCheckpoint]:
     """mal's two files: the best by mIoU (saved when validation ends) and the latest (every epoch end)."""
     best = ModelCheckpoint(
@@ -126,7 +117,7 @@ def _append_timing(train_dir: Path, timing: dict[str, Any]) -> None:
 
 def fit(
     spec: ExperimentSpec, callbacks: Sequence[Any] = (), enable_progress_bar: bool = True, logger: Any = None, **_: Any
-) -> FixedCostResult:
+) -> FitResult:
     """Train the fixed-cost module for spec.train.num_epochs; resume from the train folder's latest checkpoint."""
     quiet_lightning()
     timing: dict[str, Any] = {"pid": os.getpid(), "fit_start": time.time(), "first_step": None, "epoch_ends": []}
@@ -157,13 +148,7 @@ def fit(
     finally:  # a trial that the scheduler stops still leaves its timestamps
         timing["end"] = time.time()
         _append_timing(train_dir, timing)
-    score_ = best.best_model_score
-    return FixedCostResult(
-        train_dir=train_dir,
-        epochs_run=trainer.current_epoch,
-        best_metric=float(score_) if score_ is not None else float("nan"),
-        best_checkpoint=Path(best.best_model_path) if best.best_model_path else None,
-    )
+    return FitResult.of(train_dir, trainer, best, [])
 
 
 def weights(checkpoint_path: str | Path) -> dict[str, torch.Tensor]:

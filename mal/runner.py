@@ -54,6 +54,18 @@ class FitResult:
     best_checkpoint: Path | None
     history: list[dict[str, float]]
 
+    @classmethod
+    def of(cls, train_dir: Path, trainer: Any, best: Any, history: list[dict[str, float]]) -> FitResult:
+        """What a finished Trainer and its best-checkpoint callback say about the run."""
+        score = best.best_model_score
+        return cls(
+            train_dir=train_dir,
+            epochs_run=trainer.current_epoch,
+            best_metric=float(score) if score is not None else float("nan"),
+            best_checkpoint=Path(best.best_model_path) if best.best_model_path else None,
+            history=history,
+        )
+
 
 def _quiet_lightning() -> None:
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric"):
@@ -202,14 +214,7 @@ def fit(
             f"out of {'GPU' if gpu else 'host'} memory at dataset.crop_size={d.crop_size}, train.batch_size={t.batch_size}: "
             f"lower one of them (or set train.use_amp=true) ({str(exc).splitlines()[0][:160]})"
         ) from None
-    score = best.best_model_score
-    return FitResult(
-        train_dir=train_dir,
-        epochs_run=trainer.current_epoch,
-        best_metric=float(score) if score is not None else float("nan"),
-        best_checkpoint=Path(best.best_model_path) if best.best_model_path else None,
-        history=history.rows,
-    )
+    return FitResult.of(train_dir, trainer, best, history.rows)
 
 
 class HistoryCallback(Callback):

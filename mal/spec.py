@@ -7,6 +7,7 @@ names the key, the bad value and what is allowed.
 from __future__ import annotations
 
 import difflib
+import json
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -427,26 +428,32 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+def read_mapping(path: str | Path, what: str, holds: str = "a mapping") -> dict[str, Any]:
+    """A YAML (or, for .json, JSON) file that must hold a mapping, read safely; an empty file is {}.
+    Every problem is one UserError line naming `what` and the path."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"spec file not found: {path}")
+        raise UserError(f"{what} not found: {path}")
+    kind = "JSON" if path.suffix == ".json" else "YAML"
     try:
-        data = safe_yaml(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
+        data = (json.loads(text) if kind == "JSON" else safe_yaml(text)) or {}
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{what} {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
     except yaml.YAMLError as exc:
-        raise UserError(f"spec file {path} is not valid YAML ({yaml_problem(exc)})") from None
+        raise UserError(f"{what} {path} is not valid YAML ({yaml_problem(exc)})") from None
     except UnicodeDecodeError:
-        raise UserError(f"spec file {path} is not YAML: it is not UTF-8 text") from None
+        raise UserError(f"{what} {path} is not {kind}: it is not UTF-8 text") from None
     except OSError as exc:
-        raise UserError(f"cannot read spec file {path}: {exc.strerror or exc}") from None
+        raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     if not isinstance(data, dict):
-        raise UserError(f"spec file {path} must hold a mapping of sections, got {type(data).__name__}")
+        raise UserError(f"{what} {path} must hold {holds}, got {type(data).__name__}")
     return data
 
 
 def load_spec(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentSpec:
     """Spec file (or defaults) + overrides, validated. Paths are checked separately per action."""
-    data = read_yaml(path) if path else {}
+    data = read_mapping(path, "spec file", "a mapping of sections") if path else {}
     return validate_dict(apply_overrides(data, list(overrides or [])))
 
 

@@ -158,7 +158,7 @@ def _output_size(spec: Any) -> int:
     """The mask logits' side: 4 x the token grid (mal.model.MALNet)."""
     from mal.archs import ARCHS
 
-    return 4 * (spec.dataset.crop_size // ARCHS[spec.model.arch].patch_size)
+    return 4 * (spec.dataset.crop_size // ARCHS[spec.model.arch].stride)
 
 
 class _Repeat(torch.utils.data.Dataset):

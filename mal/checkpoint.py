@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from mal import safe_pickle
 from mal.errors import UserError
 from mal.storage import is_registered_model
 
@@ -48,16 +49,19 @@ def resolve(location: str | Path) -> str:
     return resolvers[0].load()(text)
 
 
-def load(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
-    """torch.load with weights_only=True: tensors and plain containers only, so a checkpoint can never run
-    code; anything else is refused with one line. `mmap` maps tensors lazily (a cheap check of a big file)."""
+def load(path: str | Path, *, mmap: bool = False, foreign: bool = False) -> dict[str, Any]:
+    """torch.load that never runs code from the file: tensors and plain containers only, anything else is
+    refused with one line. `mmap` maps tensors lazily (a cheap check of a big file). `foreign` files (written
+    by other programs: MAE, timm, NVlabs' MAL) go through mal.safe_pickle, which also reads pickle protocol 4
+    and keeps data-only objects (argparse.Namespace, paths) as inert records."""
     path = resolve(path)
     mmap = mmap and zipfile.is_zipfile(path)  # only the zip format (torch >= 1.6) can be mapped
+    how = {"weights_only": False, "pickle_module": safe_pickle} if foreign else {"weights_only": True}
     try:
         # MAE's training checkpoints carry their argparse.Namespace: plain data, so it is allowed.
         with warnings.catch_warnings(), torch.serialization.safe_globals([argparse.Namespace]):
             warnings.simplefilter("ignore")  # torch warns about a pickle protocol before it refuses the file
-            checkpoint = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+            checkpoint = torch.load(str(path), map_location="cpu", mmap=mmap, **how)
     except FileNotFoundError:
         raise UserError(f"checkpoint not found: {path}") from None
     except IsADirectoryError:
@@ -96,12 +100,21 @@ def check_training_checkpoint(path: str | Path) -> None:
         )
 
 
+_CONV_MODULE = re.compile(r"(\.convs\.\d+)\.conv\.(weight|bias)$")
+
+
+def canonical_key(key: str) -> str:
+    """Our name for a MAL tensor: the original MAL's mmcv `ConvModule` heads (`convs.N.conv.weight`) are
+    plain convs here (`convs.N.weight`)."""
+    return _CONV_MODULE.sub(r"\1.\2", key)
+
+
 def network_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The MAL network's state dict (student.* and teacher.*) from a training checkpoint or a weights file."""
     state = checkpoint.get("state_dict", checkpoint)
     if not isinstance(state, dict):
         raise UserError(f"checkpoint's state_dict is a {type(state).__name__}, not a dict of weights")
-    state = {k.removeprefix("net."): v for k, v in state.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    state = {canonical_key(k.removeprefix("net.")): v for k, v in state.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
     if not any(k.startswith("student.") for k in state):
         raise UserError("checkpoint holds no MAL network (no student.* weights)")
     return state

@@ -65,6 +65,41 @@ def mean_field_pseudo_labels(
         return (q > 0.5).float().view(n, 1, height, width)
 
 
+@torch.no_grad()
+def feature_affinity_labels(
+    levels: list[torch.Tensor], probs: torch.Tensor, boxmask: torch.Tensor, num_iter: int = 3, min_kept: float = 0.2
+) -> torch.Tensor:
+    """Inside the box, the pixels whose encoder features are closer to the object's than to the ring's.
+
+    Two prototypes per crop and pyramid level (cosine on L2-normalised features): the ring outside the box
+    is background, the object starts from the current prediction inside the box; a few hard 2-means rounds
+    follow, scored by the sum of the levels' similarities. Each level is compared at its own resolution
+    and only the similarity maps are upsampled (upsampling 500 channels to the mask size cost 1 s a batch).
+    A crop that keeps less than `min_kept` of its box falls back to the box. This is a pretrained encoder's
+    prior, which the MIL and CRF terms then correct. Returns a constant {0,1} target at the probs' size.
+    """
+    with _fp32(probs):
+        size = tuple(probs.shape[-2:])
+        feats = [F.normalize(f.float(), dim=1) for f in levels]
+        box = boxmask.float()
+        ring = 1 - box
+
+        def similarity(weights: torch.Tensor) -> torch.Tensor:
+            total = 0
+            for f in feats:
+                w = F.adaptive_avg_pool2d(weights, f.shape[-2:])
+                prototype = F.normalize((f * w).sum((2, 3)) / w.sum((2, 3)).clamp(min=1e-6), dim=1)
+                score = (f * prototype[..., None, None]).sum(1, keepdim=True)
+                total = total + F.interpolate(score, size=size, mode="bilinear", align_corners=False)
+            return total
+
+        fg = probs.float() * box
+        for _ in range(num_iter):
+            fg = (similarity(fg) > similarity(ring + box - fg)).float() * box
+        kept = fg.flatten(1).sum(1) / box.flatten(1).sum(1).clamp(min=1)
+        return torch.where((kept < min_kept)[:, None, None, None], box, fg)
+
+
 def crf_loss(student_probs: torch.Tensor, pseudo: torch.Tensor) -> torch.Tensor:
     return dice_loss(student_probs, pseudo)
 
@@ -84,8 +119,13 @@ def mal_losses(
     cfg: TrainConfig,
     step: int,
     epoch: int,
+    teacher_levels: list[torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The training objective; "loss_mil"/"loss_crf" are the unweighted means, for logging."""
+    """The training objective; "loss_mil"/"loss_crf"/"loss_aff" are the unweighted means, for logging.
+
+    `image` is the clean (un-augmented) crop: the CRF's colour affinities must see the photo's own colours,
+    not the student's jitter, blur or greyscale. `teacher_levels` feed the feature-affinity target.
+    """
     with _fp32(student_logits):
         out_size = tuple(student_logits.shape[-2:])
         crf_size = tuple(max(1, round(s * cfg.crf_size_ratio)) for s in out_size)
@@ -116,9 +156,18 @@ def mal_losses(
             high=cfg.crf_value_high_thres,
         )
         loss_crf = crf_loss(resize(student, crf_size), pseudo).mean()
+        crf_ramp = loss_ramp(step, epoch, cfg.loss_crf_step)
 
-        loss = (
-            cfg.loss_mil_weight * loss_ramp(step, epoch, cfg.loss_mil_step) * loss_mil
-            + cfg.loss_crf_weight * loss_ramp(step, epoch, cfg.loss_crf_step) * loss_crf
-        )
-        return {"loss": loss, "loss_mil": loss_mil.detach(), "loss_crf": loss_crf.detach()}
+        loss = cfg.loss_mil_weight * loss_ramp(step, epoch, cfg.loss_mil_step) * loss_mil + cfg.loss_crf_weight * crf_ramp * loss_crf
+        out = {"loss_mil": loss_mil.detach(), "loss_crf": loss_crf.detach()}
+        if cfg.loss_aff_weight > 0 and teacher_levels is not None:
+            crf_box = resize(boxmask, crf_size)
+            affinity = feature_affinity_labels(teacher_levels, resize(mixed, crf_size), (crf_box > 0.5).float())
+            target = mean_field_pseudo_labels(
+                resize(image, crf_size), affinity, crf_box, kernel_size=cfg.crf_kernel_size, zeta=cfg.crf_zeta,
+                num_iter=cfg.crf_num_iter, low=cfg.crf_value_low_thres, high=cfg.crf_value_high_thres,
+            )
+            loss_aff = crf_loss(resize(student, crf_size), target).mean()
+            loss = loss + cfg.loss_aff_weight * crf_ramp * loss_aff
+            out["loss_aff"] = loss_aff.detach()
+        return {"loss": loss, **out}

@@ -2,43 +2,41 @@
 
 from __future__ import annotations
 
-import argparse
 import copy
-import pickle
 from itertools import pairwise
 
 import timm
 import torch
 import torch.nn.functional as F
-from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from mal.archs import ARCHS
+from mal.effnet_lite import EfficientNetLiteEncoder
 from mal.errors import UserError
 from mal.metrics import BUCKETS, MEDIUM_MAX_AREA, SMALL_MAX_AREA
 from mal.spec import ModelConfig
-from mal.storage import local_file
 
 # Feature-map rescale per size bucket (small, medium, large), so small boxes get coarser, large finer masks.
 _BUCKET_SCALES = {"small": 0.5, "medium": 1.0, "large": 2.0}
-# MAE pre-training keys that have no place in the encoder; `mask_token` would also fool timm's
-# checkpoint converters into treating the file as DINOv2.
-_MAE_ONLY_PREFIXES = ("decoder", "mask_token")
+Encoder = VisionTransformer | EfficientNetLiteEncoder
 
 
 # ---------------------------------------------------------------------------------------------- backbone
 
 
-def build_backbone(arch: str, crop_size: int, drop_path_rate: float) -> VisionTransformer:
-    """A stock timm ViT (standard PatchEmbed, final norm) sized for the crop, so MAE/DeiT weights load as-is."""
+def build_backbone(arch: str, crop_size: int, drop_path_rate: float) -> Encoder:
+    """A stock timm ViT (standard PatchEmbed, final norm) sized for the crop, so MAE/DeiT weights load as-is;
+    or an EfficientNet-Lite trunk with its feature pyramid. Weights are loaded apart (mal.pretrained)."""
     if arch not in ARCHS:
         raise UserError(f"model.arch: {arch!r} is not known; expected one of {', '.join(ARCHS)}")
     info = ARCHS[arch]
+    if info.family == "effnet-lite":
+        return EfficientNetLiteEncoder(info.timm_name, info.embed_dim, drop_path_rate)
     if not info.hub_weights:
         return VisionTransformer(
             img_size=crop_size,
-            patch_size=info.patch_size,
+            patch_size=info.stride,
             embed_dim=info.embed_dim,
             depth=info.depth,
             num_heads=info.num_heads,
@@ -57,28 +55,39 @@ def build_backbone(arch: str, crop_size: int, drop_path_rate: float) -> VisionTr
     )
 
 
-def spatial_features(backbone: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
-    """Patch tokens as a (B, C, h, w) map; the cls token is dropped because the heads work per pixel."""
+def encoder_levels(backbone: Encoder, x: torch.Tensor) -> list[torch.Tensor]:
+    """The encoder's feature maps, (B, C, h, w) each: a CNN's pyramid levels, or a ViT's one patch map
+    (its cls token dropped: the heads work per pixel)."""
+    if isinstance(backbone, EfficientNetLiteEncoder):
+        return backbone.levels(x)
     tokens = backbone.forward_features(x)[:, backbone.num_prefix_tokens :]
     h, w = backbone.patch_embed.grid_size
-    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], h, w)
+    return [tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], h, w)]
 
 
-def freeze_stages(backbone: VisionTransformer, frozen_stages: list[int]) -> None:
-    """Stage 0 = patch embedding (+ cls/pos tokens), stage i = block i; -1 is a no-op (TAO's default)."""
-    depth = len(backbone.blocks)
+def fuse_levels(backbone: Encoder, levels: list[torch.Tensor]) -> torch.Tensor:
+    """The one map the heads read."""
+    return backbone.fuse(levels) if isinstance(backbone, EfficientNetLiteEncoder) else levels[0]
+
+
+def _stages(backbone: Encoder) -> list[list[nn.Module | nn.Parameter]]:
+    """Stage 0 = patch embedding (+ cls/pos tokens) or the CNN stem; stage i = block (group) i."""
+    if isinstance(backbone, EfficientNetLiteEncoder):
+        return [[stage] for stage in backbone.stages()]
+    tokens = [t for t in (backbone.cls_token, backbone.pos_embed) if t is not None]
+    return [[backbone.patch_embed, *tokens], *([block] for block in backbone.blocks)]
+
+
+def freeze_stages(backbone: Encoder, frozen_stages: list[int]) -> None:
+    """Freeze the named stages (see `_stages`); -1 is a no-op (TAO's default)."""
+    stages = _stages(backbone)
     for stage in frozen_stages:
         if stage == -1:
             continue
-        if not 0 <= stage <= depth:
-            raise UserError(f"model.frozen_stages: {stage} is outside -1..{depth}")
-        if stage == 0:
-            backbone.patch_embed.requires_grad_(False)
-            for token in (backbone.cls_token, backbone.pos_embed):
-                if token is not None:
-                    token.requires_grad_(False)
-        else:
-            backbone.blocks[stage - 1].requires_grad_(False)
+        if not 0 <= stage < len(stages):
+            raise UserError(f"model.frozen_stages: {stage} is outside -1..{len(stages) - 1}")
+        for part in stages[stage]:
+            part.requires_grad_(False)
 
 
 # ---------------------------------------------------------------------------------------------- heads
@@ -142,7 +151,7 @@ class MALNet(nn.Module):
         super().__init__()
         self.backbone = build_backbone(arch, crop_size, vit_dpr)
         freeze_stages(self.backbone, list(frozen_stages))
-        channels = self.backbone.embed_dim
+        channels = ARCHS[arch].embed_dim
         self.roi_head = RoIHead(channels, mask_head_out_channel)
         self.mask_head = MaskHead(
             channels, mask_head_num_convs, mask_head_hidden_channel, mask_head_out_channel, mask_scale_ratio
@@ -150,7 +159,7 @@ class MALNet(nn.Module):
         self.not_adjust_scale = not_adjust_scale
         self.mask_scale_ratio_pre = mask_scale_ratio_pre
         self.crop_size = crop_size
-        self.output_size = 4 * self.backbone.patch_embed.grid_size[0]
+        self.output_size = 4 * (crop_size // ARCHS[arch].stride)
 
     def _logits(
         self, feat: torch.Tensor, key: torch.Tensor, scale: float, out_size: tuple[int, int]
@@ -165,7 +174,14 @@ class MALNet(nn.Module):
 
     def forward(self, image: torch.Tensor, box_area: torch.Tensor) -> torch.Tensor:
         """`box_area` is the box's area in original-image pixels; it picks the feature scale."""
-        feat = spatial_features(self.backbone, image)
+        return self.forward_with_levels(image, box_area)[0]
+
+    def forward_with_levels(self, image: torch.Tensor, box_area: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Mask logits and the encoder's feature maps they came from."""
+        levels = encoder_levels(self.backbone, image)
+        return self._decode(fuse_levels(self.backbone, levels), box_area), levels
+
+    def _decode(self, feat: torch.Tensor, box_area: torch.Tensor) -> torch.Tensor:
         key = self.roi_head(feat)
         out_size = (4 * feat.shape[-2], 4 * feat.shape[-1])
         if self.not_adjust_scale:
@@ -247,106 +263,3 @@ def build_mal(model_cfg: ModelConfig, crop_size: int) -> MAL:
         frozen_stages=model_cfg.frozen_stages,
     )
     return MAL(student)
-
-
-# ---------------------------------------------------------------------------------------------- pretrained
-
-
-def _names(keys: list[str], limit: int = 5) -> str:
-    more = f", ... (+{len(keys) - limit})" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
-
-
-def _fit_pos_embed(state: dict[str, torch.Tensor], key: str, backbone: VisionTransformer) -> None:
-    """Resample a checkpoint's pos_embed (e.g. MAE's 14x14 grid at 224 px) to this crop's grid."""
-    if key in state and state[key].shape != backbone.pos_embed.shape:
-        state[key] = resample_abs_pos_embed(
-            state[key],
-            new_size=list(backbone.patch_embed.grid_size),
-            num_prefix_tokens=backbone.num_prefix_tokens,
-        )
-
-
-def _load_matching(module: nn.Module, state: dict[str, torch.Tensor], what: str, source: str) -> str:
-    """Non-strict load that says what it skipped; nothing usable is an error, not a silent random init."""
-    own = module.state_dict()
-    matched = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
-    if not matched:
-        raise UserError(
-            f"{source}: no tensor fits the {what} (checkpoint keys look like {_names(list(state), 3)}); "
-            "is it a weight file for this model.arch?"
-        )
-    module.load_state_dict(matched, strict=False)
-    message = f"{what}: loaded {len(matched)}/{len(own)} tensors from {source}"
-    for label, keys in (
-        ("missing", [k for k in own if k not in matched]),
-        ("unexpected", [k for k in state if k not in own]),
-        ("shape mismatch", [k for k in state if k in own and state[k].shape != own[k].shape]),
-    ):
-        if keys:
-            message += f"; {label}: {_names(keys)}"
-    return message
-
-
-def _student_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """`student.*` keys, also under a wrapper prefix such as Lightning's `model.student.*`."""
-    out = {}
-    for key, value in state.items():
-        head, sep, rest = key.partition("student.")
-        if sep and (not head or head.endswith(".")):
-            out[rest] = value
-    return out
-
-
-def _read_state_dict(location: str) -> dict[str, torch.Tensor]:
-    path = local_file(location)
-    try:
-        # MAE's training checkpoints carry their argparse.Namespace; it is plain data, so allow it.
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
-        raise UserError(
-            f"{location}: not a loadable weights-only torch checkpoint ({str(exc).splitlines()[0]})"
-        ) from None
-    for wrapper in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    if not isinstance(state, dict):
-        raise UserError(f"{location}: expected a state dict, found {type(state).__name__}")
-    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-
-
-def _hub_state_dict(name: str, crop_size: int) -> dict[str, torch.Tensor]:
-    try:
-        hub = timm.create_model(name, pretrained=True, img_size=crop_size, num_classes=0, global_pool="")
-    except (OSError, RuntimeError) as exc:
-        raise UserError(
-            f"timm:{name}: could not get the hub weights ({str(exc).splitlines()[0]}); they need internet "
-            "access once (then the HF cache), or set train.pretrained_model_path to a local .pth file"
-        ) from None
-    return hub.state_dict()
-
-
-def load_pretrained(model: MAL, path_or_hub: str) -> str:
-    """Load 'timm:<name>' hub weights, a MAE/ViT file (backbone) or a MAL checkpoint (student); teacher follows."""
-    student = model.student
-    if path_or_hub.startswith("timm:"):
-        name = path_or_hub.removeprefix("timm:")
-        message = _load_matching(
-            student.backbone, _hub_state_dict(name, student.crop_size), "backbone", path_or_hub
-        )
-    else:
-        state = _read_state_dict(path_or_hub)
-        mal_state = _student_keys(state)
-        if mal_state:
-            _fit_pos_embed(mal_state, "backbone.pos_embed", student.backbone)
-            message = _load_matching(student, mal_state, "student (backbone + heads)", path_or_hub)
-        else:
-            dropped = [k for k in state if k.startswith(_MAE_ONLY_PREFIXES)]
-            state = {k: v for k, v in state.items() if k not in dropped}
-            _fit_pos_embed(state, "pos_embed", student.backbone)
-            message = _load_matching(student.backbone, state, "backbone", path_or_hub)
-            if dropped:
-                message += f"; ignored {len(dropped)} MAE decoder tensors"
-    model.sync_teacher()
-    return message

@@ -79,9 +79,10 @@ class MALModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         student = self.net.student(batch["image"], batch["box_area"])
         with torch.no_grad():
-            teacher = self.net.teacher(batch["timage"], batch["box_area"])
+            teacher, teacher_levels = self.net.teacher.forward_with_levels(batch["timage"], batch["box_area"])
         losses = mal_losses(
-            student, teacher, batch["image"], batch["boxmask"], self.spec.train, step=self.global_step, epoch=self.current_epoch
+            student, teacher, batch["timage"], batch["boxmask"], self.spec.train, step=self.global_step,
+            epoch=self.current_epoch, teacher_levels=teacher_levels,
         )
         if not torch.isfinite(losses["loss"]):
             raise NonFiniteLossError(
@@ -90,7 +91,7 @@ class MALModule(L.LightningModule):
             )
         bs = batch["image"].shape[0]
         self.log("loss", losses["loss"], prog_bar=True, batch_size=bs)
-        self.log_dict({"loss_mil": losses["loss_mil"], "loss_crf": losses["loss_crf"]}, batch_size=bs)
+        self.log_dict({k: v for k, v in losses.items() if k != "loss"}, batch_size=bs)
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
         return losses["loss"]
 

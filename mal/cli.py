@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from mal.cli_support import CONTEXT, OVERRIDES_HELP, SPEC_HELP, run_cli
+from plumbing.cli import CONTEXT, OVERRIDES_HELP, SPEC_HELP, run_cli
 
 app = typer.Typer(
     add_completion=False,

@@ -20,7 +20,8 @@ from rich.console import Console
 from automl.algorithms import ALGORITHMS, FidelityAwareOptunaSearch, StudySettings, build
 from automl.registry import get_model
 from automl.space import load_space_file, resolve_space
-from automl.study import TrialRecord, run_study, select_best
+from automl.state import TrialRecord, select_best
+from automl.study import run_study
 from mal.coco import load_coco
 from mal.data import train_instances
 from mal.spec import load_spec
@@ -31,7 +32,7 @@ STUDY = ["automl.max_epochs=2", "automl.grace_period=1", "automl.reduction_facto
 
 def _space(spec, names):
     model = get_model("mal")
-    return resolve_space(load_space_file(model.search_space), spec, names, {"train.lr": {"low": 1.0e-5, "high": 1.0e-3}} if "train.lr" in names else {})
+    return resolve_space(model, load_space_file(model.search_space), spec, names, {"train.lr": {"low": 1.0e-5, "high": 1.0e-3}} if "train.lr" in names else {})
 
 
 def test_automl_help_is_instant():

@@ -9,7 +9,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import TINY, data_args, run_cli
+
+from tests.conftest import TINY, data_args, run_cli
 
 TESTS = Path(__file__).parent
 PLAN = ["raise", "nan", "oom", "worker_loss", "none"]

@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import BIN, ROOT, TINY, data_args, run_cli
+from tests.conftest import BIN, ROOT, TINY, data_args, run_cli
 
 FINAL = {"COMPLETED", "STOPPED", "FAILED"}
 TRIALS = 4

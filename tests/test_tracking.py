@@ -14,7 +14,8 @@ import urllib.request
 import pytest
 from mlflow import MlflowClient
 
-from automl.tracking import file_hash, promote_champion
+from automl.tracking import promote_champion
+from plumbing.files import file_hash
 from tests.conftest import BIN, ROOT, TINY, data_args, run_cli
 
 ARTIFACTS = ROOT / "test-artifacts"

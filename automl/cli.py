@@ -10,22 +10,15 @@ from pathlib import Path
 import typer
 
 from automl.tracking import redact
-from plumbing.cli import CONTEXT, OVERRIDES_HELP, SPEC_HELP, run_cli
+from plumbing.cli import Overrides, SpecOption, command_line, run_cli
 from plumbing.errors import UserError
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    context_settings=CONTEXT,
-    help="AutoML for registered models: Ray Tune trials with Optuna and early stopping, tracked and promoted.",
-)
+app = command_line("AutoML for registered models: Ray Tune trials with Optuna and early stopping, tracked and promoted.")
 
 ModelOption = typer.Option(
     None, "--model", "-m", show_default=False,
     help="Registered model to tune, or package.module:ATTR (default: the only registered model).",
 )
-SpecOption = typer.Option(..., "-e", "--experiment_spec", "--experiment-spec", help=SPEC_HELP, show_default=False)
-Overrides = typer.Argument(None, help=OVERRIDES_HELP, show_default=False)
 
 
 def _load(model_name: str | None, spec_path: Path, overrides: list[str] | None):

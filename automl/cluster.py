@@ -10,7 +10,7 @@ import re
 import shlex
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
@@ -169,18 +169,19 @@ def follow(address: str, job_id: str, token: str | None = None, out: TextIO = sy
 
 def status(address: str, job_id: str, token: str | None = None):
     """The job's JobInfo (status, entrypoint, message, start/end times)."""
-    url = dashboard_url(address)
-    client = job_client(url, token)
-    with _cluster_errors(url):
-        return client.get_job_info(job_id)
+    return _ask(address, token, lambda client: client.get_job_info(job_id))
 
 
 def stop(address: str, job_id: str, token: str | None = None) -> bool:
     """Ask the cluster to stop the job; False when it had already ended."""
+    return _ask(address, token, lambda client: client.stop_job(job_id))
+
+
+def _ask(address: str, token: str | None, request: Callable[[Any], Any]) -> Any:
     url = dashboard_url(address)
     client = job_client(url, token)
     with _cluster_errors(url):
-        return client.stop_job(job_id)
+        return request(client)
 
 
 # ---- shared storage ----------------------------------------------------------------------------------

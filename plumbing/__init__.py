@@ -1,7 +1,16 @@
 """What `mal` and `automl` share without importing each other: one-line user errors, safe YAML, dotted
 overrides, error wording, atomic files and the Ray connection."""
 
-from plumbing.cli import CONTEXT, OVERRIDES_HELP, SPEC_HELP, fail, run_cli
+from plumbing.cli import (
+    CONTEXT,
+    OVERRIDES_HELP,
+    SPEC_HELP,
+    Overrides,
+    SpecOption,
+    command_line,
+    fail,
+    run_cli,
+)
 from plumbing.errors import UserError
 from plumbing.fields import leaf_fields, value_at
 from plumbing.files import atomic_write_text, file_hash, is_remote
@@ -13,12 +22,15 @@ from plumbing.wording import Shown, close_match, describe, did_you_mean, printab
 __all__ = [
     "CONTEXT",
     "OVERRIDES_HELP",
+    "Overrides",
     "SPEC_HELP",
+    "SpecOption",
     "Shown",
     "UserError",
     "apply_overrides",
     "atomic_write_text",
     "close_match",
+    "command_line",
     "connect_ray",
     "describe",
     "did_you_mean",

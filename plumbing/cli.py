@@ -5,11 +5,21 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+import typer
+
 from plumbing.errors import UserError
 
 SPEC_HELP = "Experiment spec (YAML)."
 OVERRIDES_HELP = "Overrides as section.field=value (YAML-typed), e.g. train.lr=1e-5."
 CONTEXT = {"help_option_names": ["-h", "--help"]}
+# the -e option and the trailing overrides, spelled the same in every command that reads a spec
+SpecOption = typer.Option(..., "-e", "--experiment_spec", "--experiment-spec", help=SPEC_HELP, show_default=False)
+Overrides = typer.Argument(None, help=OVERRIDES_HELP, show_default=False)
+
+
+def command_line(help: str) -> typer.Typer:
+    """A typer app as every CLI here builds it: -h/--help, usage when called bare, no shell completion."""
+    return typer.Typer(add_completion=False, no_args_is_help=True, context_settings=CONTEXT, help=help)
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -71,6 +71,7 @@ def test_every_algorithm_builds(algorithm):
     assert searcher is not None and scheduler is not None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", [a for a in ALGORITHMS if a != "asha"])
 def test_every_algorithm_runs_two_trials(algorithm, tiny_data, tmp_path):
     names = ["train.crf_kernel_size"] if algorithm == "grid" else ["train.lr", "train.loss_crf_weight"]
@@ -82,6 +83,7 @@ def test_every_algorithm_runs_two_trials(algorithm, tiny_data, tmp_path):
     assert result.best is not None and (tmp_path / "best" / "model.pth").is_file()
 
 
+@pytest.mark.slow
 def test_asha_study_end_to_end_and_best_reproduces(tiny_data, tmp_path):
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(f"results_dir: {tmp_path / 'study'}\n")
@@ -119,6 +121,7 @@ def test_asha_study_end_to_end_and_best_reproduces(tiny_data, tmp_path):
         assert pixels.shape[0] > 300 and pixels.std() > 10, f"{name}.png looks blank"
 
 
+@pytest.mark.slow
 def test_policy_off_and_auto_without_a_space_train_once(tiny_data, tmp_path):
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(f"results_dir: {tmp_path / 'off'}\n")
@@ -141,6 +144,7 @@ def test_bad_search_space_selection_exits_2_with_one_line(tiny_data, tmp_path):
     assert not (Path(tmp_path) / "study.json").exists()
 
 
+@pytest.mark.slow
 def test_a_two_worker_ddp_trial_reports_miou(tiny_data, tmp_path):
     """workers_per_trial=2: each trial is a Ray Train TorchTrainer of 2 gloo workers running Lightning DDP."""
     spec = load_spec(None, [

@@ -153,6 +153,7 @@ def test_the_good_base_passes_validation(action, weights, tmp_path):
         assert space.names == ["train.lr"]
 
 
+@pytest.mark.slow
 def test_skipped_training_boxes_are_counted_and_reported(weights, tmp_path):
     """Boxes below dataset.min_obj_size are not trained on, and `mal train` prints how many it skipped."""
     argv = _base("mal train", weights, tmp_path / "results") + ["dataset.min_obj_size=1700"]

@@ -15,6 +15,7 @@ from bench.overhead import TrialTimes, ideal_seconds, startup_latency, wall_over
 from tests.conftest import ROOT
 
 
+@pytest.mark.slow
 def test_workload_costs_its_epoch_seconds_reports_a_deterministic_metric_and_resumes(tmp_path, monkeypatch):
     from bench import workload
     from mal.spec import load_spec, with_values

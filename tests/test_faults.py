@@ -12,6 +12,8 @@ import pytest
 
 from tests.conftest import TINY, data_args, run_cli
 
+pytestmark = pytest.mark.slow  # real studies with injected faults
+
 TESTS = Path(__file__).parent
 PLAN = ["raise", "nan", "oom", "worker_loss", "none"]
 

@@ -39,6 +39,7 @@ def _inference_args(ann: Path, images: Path, checkpoint: Path, dump: str) -> lis
     ]
 
 
+@pytest.mark.slow
 def test_ray_engine_writes_the_local_engines_labels(trained, demo_data, tmp_path):
     """`mal inference inference.engine=ray` (2 actors) against the local engine on the demo validation set."""
     ann, images = demo_data / "val" / "annotations.json", demo_data / "val" / "images"

@@ -18,6 +18,8 @@ from automl.tracking import promote_champion
 from plumbing.files import file_hash
 from tests.conftest import BIN, ROOT, TINY, data_args, run_cli
 
+pytestmark = pytest.mark.slow  # a real study tracked on a real MLflow server
+
 ARTIFACTS = ROOT / "test-artifacts"
 
 

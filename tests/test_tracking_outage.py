@@ -7,6 +7,7 @@ import csv
 import io
 import socket
 
+import pytest
 from rich.console import Console
 
 import automl.study
@@ -63,6 +64,7 @@ def _dead_port() -> int:
         return sock.getsockname()[1]  # closed again: nothing listens there
 
 
+@pytest.mark.slow
 def test_a_study_completes_while_the_tracking_server_is_down(tiny_data, tmp_path, monkeypatch):
     monkeypatch.setattr(automl.study, "TRACKING_FLUSH_SECONDS", 3.0)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from mal import checkpoint as ckpt
 from mal.coco import load_coco
@@ -58,6 +59,18 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")  # resuming there is the point
 
 
+def keep_best(train_dir: Path) -> ModelCheckpoint:
+    """mal_model_best.pth by validation mIoU, written when validation ends, so it exists before any
+    end-of-epoch hook reports that score (a scheduler may stop a trial inside its report; Lightning's
+    default would save after that)."""
+    best = ModelCheckpoint(
+        dirpath=train_dir, filename=BEST_NAME, monitor="mIoU", mode="max", save_top_k=1,
+        enable_version_counter=False, save_on_train_epoch_end=False,
+    )
+    best.FILE_EXTENSION = EXTENSION
+    return best
+
+
 def fit(
     spec: ExperimentSpec,
     callbacks: Sequence[Any] = (),
@@ -73,7 +86,6 @@ def fit(
     pieces (checkpoints are still written atomically); `world` is then what that launcher started.
     """
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
     _quiet_lightning()
@@ -125,13 +137,7 @@ def fit(
     )
     periodic.CHECKPOINT_NAME_LAST = LATEST_NAME
     periodic.FILE_EXTENSION = EXTENSION
-    # Written when validation ends, so it exists before any end-of-epoch hook reports that score
-    # (a scheduler may stop a trial inside its report; Lightning's default would save after that).
-    best = ModelCheckpoint(
-        dirpath=train_dir, filename=BEST_NAME, monitor="mIoU", mode="max", save_top_k=1,
-        enable_version_counter=False, save_on_train_epoch_end=False,
-    )
-    best.FILE_EXTENSION = EXTENSION
+    best = keep_best(train_dir)
 
     trainer = L.Trainer(
         accelerator="gpu" if gpu else "cpu",

@@ -22,12 +22,14 @@ ModelOption = typer.Option(
 
 
 def _load(model_name: str | None, spec_path: Path, overrides: list[str] | None):
+    from automl.driver import objective
     from automl.registry import get_model
     from automl.settings import study_config
 
     model = get_model(model_name)
     spec = model.load_spec(spec_path, list(overrides or []))
     config = study_config(spec)
+    objective(model, config)  # a metric the model does not report fails here, before any input is read
     model.check_inputs(spec)
     return model, spec, config
 

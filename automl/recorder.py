@@ -83,8 +83,8 @@ class StudyRecorder(Callback):
             return  # a replayed or restored epoch was recorded already
         value = _finite(result.get(self.state.metric))
         rec.epochs = epoch
-        others = {name: _finite(result.get(name)) for name in self.model.metrics if name != self.state.metric}
-        rec.history.append({"epoch": epoch, self.state.metric: value, **{k: v for k, v in others.items() if v is not None}})
+        scores = {name: _finite(result.get(name)) for name in self.model.metrics}
+        rec.history.append({"epoch": epoch, self.state.metric: value, **{k: v for k, v in scores.items() if v is not None}})
         if value is not None and (rec.best_metric is None or (value > rec.best_metric) == (self.state.mode == "max")):
             rec.best_metric = value
         rec.seconds = time.time() - (rec.started or time.time())
@@ -121,7 +121,7 @@ class StudyRecorder(Callback):
 
     def _progress(self, trials_all, last: TrialRecord) -> None:
         recs = list(trials_all)
-        done = sum(r.status in ("COMPLETED", "STOPPED", "FAILED") for r in recs)
+        done = sum(r.status in FINAL for r in recs)
         running = sum(r.status == "RUNNING" for r in recs)
         pending = max(0, self.max_trials - done - running)
         elapsed = time.time() - self.state.started

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BENCH_ARGS ?=
 DEMO_DIR := data/demo
 
-.PHONY: install demo test bench lint clean chromium
+.PHONY: install demo test test-fast bench lint clean chromium
 
 install: $(STAMP)
 
@@ -30,11 +30,15 @@ chromium:
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q tests
 
+# Everything that neither trains a model nor starts Ray: about a minute, for the edit-test loop.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check mal automl tests bench
+	$(BIN)/ruff check mal automl plumbing tests bench
 
 clean:
 	rm -rf results runs mlruns mlflow.db .pytest_cache

@@ -26,11 +26,11 @@ from ray.tune.schedulers import (
 from ray.tune.search import BasicVariantGenerator, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from automl.settings import ALGORITHMS
 from automl.space import SearchSpace
-from mal.errors import UserError
+from plumbing.errors import UserError
 
 BUDGET_ATTR = "epoch"  # the fidelity: every report carries the epochs trained so far
-ALGORITHMS = ("asha", "bayesian", "hyperband", "bohb", "random", "grid", "pbt")
 
 
 @dataclass
@@ -42,6 +42,7 @@ class StudySettings:
     grace_period: int
     reduction_factor: int
     seed: int
+    shape_fields: tuple[str, ...] = ()  # the model's: prefixes of parameters PBT must leave alone
 
 
 class FidelityAwareOptunaSearch(OptunaSearch):
@@ -128,10 +129,10 @@ def _tune_domain(p: Any) -> Any:
     return tune.choice(list(p.choices if p.type == "categorical" else [False, True]))
 
 
-def _pbt_mutations(space: SearchSpace) -> dict[str, Any]:
-    """PBT perturbs training hyperparameters only: model.* and dataset.* change the network or its input
-    size, which a checkpoint cannot carry over."""
-    mutations = {p.name: _tune_domain(p) for p in space.params if not p.name.startswith(("model.", "dataset."))}
+def _pbt_mutations(space: SearchSpace, shape_fields: tuple[str, ...]) -> dict[str, Any]:
+    """PBT perturbs training hyperparameters only: the model's shape fields change the network or its input,
+    which a checkpoint cannot carry over."""
+    mutations = {p.name: _tune_domain(p) for p in space.params if not p.name.startswith(shape_fields)}
     if not mutations:
         raise UserError("automl.algorithm=pbt: the space has no training hyperparameter PBT can perturb")
     return mutations
@@ -171,7 +172,7 @@ def build(algorithm: str, space: SearchSpace, s: StudySettings) -> tuple[Searche
     if algorithm == "pbt":
         scheduler = PopulationBasedTraining(
             perturbation_interval=s.grace_period,
-            hyperparam_mutations=_pbt_mutations(space),
+            hyperparam_mutations=_pbt_mutations(space, s.shape_fields),
             synch=False,
             **common,
         )

@@ -10,34 +10,34 @@ from pathlib import Path
 import typer
 
 from automl.tracking import redact
-from mal.cli_support import CONTEXT, OVERRIDES_HELP, SPEC_HELP, run_cli
-from mal.errors import UserError
+from plumbing.cli import Overrides, SpecOption, command_line, run_cli
+from plumbing.errors import UserError
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    context_settings=CONTEXT,
-    help="AutoML for MAL: Ray Tune trials with Optuna and early stopping, tracked and promoted.",
+app = command_line("AutoML for registered models: Ray Tune trials with Optuna and early stopping, tracked and promoted.")
+
+ModelOption = typer.Option(
+    None, "--model", "-m", show_default=False,
+    help="Registered model to tune, or package.module:ATTR (default: the only registered model).",
 )
 
-ModelOption = typer.Option("mal", "--model", "-m", help="Registered model to tune.")
-SpecOption = typer.Option(..., "-e", "--experiment_spec", "--experiment-spec", help=SPEC_HELP, show_default=False)
-Overrides = typer.Argument(None, help=OVERRIDES_HELP, show_default=False)
 
-
-def _load(model_name: str, spec_path: Path, overrides: list[str] | None):
+def _load(model_name: str | None, spec_path: Path, overrides: list[str] | None):
+    from automl.driver import objective
     from automl.registry import get_model
+    from automl.settings import study_config
 
     model = get_model(model_name)
-    spec = model.spec.load_spec(spec_path, overrides)
-    model.spec.check_paths(spec, "train")
-    return model, spec
+    spec = model.load_spec(spec_path, list(overrides or []))
+    config = study_config(spec)
+    objective(model, config)  # a metric the model does not report fails here, before any input is read
+    model.check_inputs(spec)
+    return model, spec, config
 
 
 def _train_once(model, spec, console, reason: str) -> None:
     console.print(f"[bold]training once[/] ({reason})")
     result = model.entry("fit")(spec)
-    console.print(f"done: best {spec.automl.metric} {result.best_metric:.4f}; checkpoints in {result.train_dir}")
+    console.print(f"done: best {model.default_metric} {result.best_metric:.4f}; checkpoints in {result.train_dir}")
 
 
 @app.command()
@@ -51,27 +51,25 @@ def run(
     """Run a study (automl.policy auto|on); with policy off, train once."""
     from rich.console import Console
 
-    from automl.space import load_space_file, resolve_space
-    from automl.study import STUDY_FILE, run_study
+    from automl.state import STUDY_FILE
+    from automl.study import run_study, study_space
 
     console = Console()
     overrides = list(overrides or []) + ([f"automl.algorithm={algorithm}"] if algorithm else [])
     overrides += [f"automl.tracking_uri={tracking_uri}"] if tracking_uri else []
-    model, spec = _load(model_name, spec_path, overrides)
-    a = spec.automl
+    model, spec, a = _load(model_name, spec_path, overrides)
     if a.policy == "off":
         _train_once(model, spec, console, "automl.policy=off")
         return
-    space_path = Path(a.search_space) if a.search_space else model.search_space
     try:
-        space = resolve_space(load_space_file(space_path), spec, a.hyperparameters, a.range_overrides)
+        space = study_space(model, spec, a)
     except UserError as exc:
-        if a.policy == "on" or a.search_space or space_path.is_file():
+        if a.policy == "on" or a.search_space or model.search_space.is_file():
             raise
         console.print(f"[yellow]AutoML is enabled but not runnable for {model.name}: {exc}[/]")
         _train_once(model, spec, console, "automl.policy=auto without a search space")
         return
-    study_dir = Path(spec.results_dir)
+    study_dir = Path(model.role(spec, "results_dir"))
     if (study_dir / STUDY_FILE).exists():
         raise UserError(f"{study_dir} already holds a study; continue it with `automl resume {study_dir}` or pick another results_dir")
     _report(run_study(model, spec, space, study_dir, console), console)
@@ -90,7 +88,7 @@ def resume(study_dir: Path = typer.Argument(..., help="The results_dir of a stud
 
 def _report(result, console) -> None:
     """The end of a study on the console; every trial failing is exit 1 with the reasons counted."""
-    a, study_dir = result.spec.automl, result.state.dir
+    study_dir = result.state.dir
     if result.best is None:
         reasons: dict[str, int] = {}
         for rec in result.state.trials.values():
@@ -99,15 +97,12 @@ def _report(result, console) -> None:
         for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
             console.print(f"  {count} × {reason}")
         raise typer.Exit(1)
-    fm = result.final_metrics or {}
     console.print(
         f"[bold green]best trial[/] {result.best.trial_id}: "
         + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.best.params.items())
     )
-    console.print(
-        f"final evaluation: {a.metric} {fm.get(a.metric, float('nan')):.4f}, mask AP {fm.get('mask_AP', float('nan')):.4f} "
-        f"→ {result.best_dir}/ (model.pth, spec.yaml, metrics.json)"
-    )
+    scores = _scores(result.final_metrics or {}, [result.state.metric, *result.model.metrics])
+    console.print(f"final evaluation: {scores} → {result.best_dir}/ (model.pth, spec.yaml, metrics.json)")
     console.print(f"champion: {result.champion}")
     console.print(f"leaderboard: {study_dir / 'leaderboard.csv'}  ·  `automl status {study_dir}`")
     console.print(f"compare trials: `automl ui --tracking-uri {redact(result.tracking_uri)}` (MLflow UI on 127.0.0.1)")
@@ -118,7 +113,7 @@ def off(model_name: str = ModelOption, spec_path: Path = SpecOption, overrides: 
     """Train once with the spec (plain training, no search)."""
     from rich.console import Console
 
-    model, spec = _load(model_name, spec_path, overrides)
+    model, spec, _ = _load(model_name, spec_path, overrides)
     _train_once(model, spec, Console(), "automl off")
 
 
@@ -131,11 +126,9 @@ def status(study_dir: Path = typer.Argument(..., help="The study's results_dir."
     from rich.console import Console
     from rich.table import Table
 
-    from automl.study import LEADERBOARD_FILE, STUDY_FILE
+    from automl.state import LEADERBOARD_FILE, read_study
 
-    if not (study_dir / STUDY_FILE).is_file():
-        raise UserError(f"{study_dir} holds no study ({STUDY_FILE} not found)")
-    doc = json.loads((study_dir / STUDY_FILE).read_text())
+    doc = read_study(study_dir)
     rows = list(csv.DictReader((study_dir / LEADERBOARD_FILE).open())) if (study_dir / LEADERBOARD_FILE).is_file() else []
     s = doc["settings"]
     table = Table(title=f"{s['model']} · {s['algorithm']} · {doc['status']} · {doc['elapsed_seconds']:.0f}s")
@@ -230,6 +223,12 @@ def submit(
     raise typer.Exit(cluster.follow(url, job_id, token))
 
 
+def _scores(metrics: dict, names: list[str]) -> str:
+    """The study's metric first, then the model's other metrics the final evaluation reported."""
+    shown = [name for name in dict.fromkeys(names) if isinstance(metrics.get(name), int | float)]
+    return ", ".join(f"{name} {metrics[name]:.4f}" for name in shown) or "no metric reported"
+
+
 def _short(cell: str) -> str:
     """Numbers to 4 significant digits so the table fits a terminal; other text as it is."""
     try:
@@ -238,8 +237,14 @@ def _short(cell: str) -> str:
         return cell
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from automl.registry import user_error_types
+
+    return user_error_types()
+
+
 def main() -> None:
-    run_cli(app)
+    run_cli(app, _user_errors)
 
 
 if __name__ == "__main__":

@@ -10,14 +10,15 @@ import re
 import shlex
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
 from rich.console import Console
 
-from mal.errors import UserError
+from plumbing.errors import UserError
+from plumbing.files import is_remote
 
 # Never uploaded with the working dir: environments, study outputs, data, VCS state (Ray also honours
 # .gitignore). No trailing slashes: Ray matches each path without one, and skips a matched folder whole.
@@ -31,7 +32,6 @@ DEFAULT_TOKEN_FILE = Path.home() / ".ray" / "auth_token"
 # Filesystem types (as /proc/mounts names them) whose files every host mounting them sees; any fuse.* type
 # counts too (sshfs, s3fs, gcsfuse, juicefs, ceph-fuse, ...).
 NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "ceph", "glusterfs", "wekafs"}
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # s3://b/x, and s3:/b/x as pathlib spells it
 
 
 # ---- Ray Jobs -------------------------------------------------------------------------------------------
@@ -169,18 +169,19 @@ def follow(address: str, job_id: str, token: str | None = None, out: TextIO = sy
 
 def status(address: str, job_id: str, token: str | None = None):
     """The job's JobInfo (status, entrypoint, message, start/end times)."""
-    url = dashboard_url(address)
-    client = job_client(url, token)
-    with _cluster_errors(url):
-        return client.get_job_info(job_id)
+    return _ask(address, token, lambda client: client.get_job_info(job_id))
 
 
 def stop(address: str, job_id: str, token: str | None = None) -> bool:
     """Ask the cluster to stop the job; False when it had already ended."""
+    return _ask(address, token, lambda client: client.stop_job(job_id))
+
+
+def _ask(address: str, token: str | None, request: Callable[[Any], Any]) -> Any:
     url = dashboard_url(address)
     client = job_client(url, token)
     with _cluster_errors(url):
-        return client.stop_job(job_id)
+        return request(client)
 
 
 # ---- shared storage ----------------------------------------------------------------------------------
@@ -220,11 +221,6 @@ def filesystem_type(path: Path, mounts: Sequence[tuple[str, str]]) -> str | None
     return best[1] if best else None
 
 
-def is_remote_uri(location: str | Path) -> bool:
-    text = str(location)
-    return bool(_URI.match(text)) and not text.startswith("file:")
-
-
 def is_shared_location(location: str | Path, mounts: Sequence[tuple[str, str]] | None = None) -> bool:
     """A path on a network filesystem."""
     fstype = filesystem_type(Path(location).expanduser().resolve(), mount_table() if mounts is None else mounts)
@@ -243,7 +239,7 @@ def check_shared_storage(
 
     Object-store URIs are refused everywhere for now: the study folder is written through the local
     filesystem (atomic renames), so an s3:// results_dir would become a local folder named `s3:`."""
-    if is_remote_uri(results_dir):
+    if is_remote(results_dir):
         raise UserError(
             f"results_dir {results_dir}: an object-store URI cannot hold a study folder yet; use a path on a "
             "network filesystem mounted on every node (NFS, EFS, Lustre, ...), e.g. results_dir=/mnt/shared/runs/STUDY"

@@ -1,82 +1,142 @@
-"""Tunable models: name -> how to load its spec, train it, evaluate it, and where its search space is.
+"""Tunable models: the protocol automl knows a model by, and finding one by name or import path.
 
-The orchestrator knows models only through this table; entry points are import paths so that listing
-the registry (and `automl --help`) imports no model code.
+A model is any object with the attributes of `TunableModel` below, as plain data and callables; it needs no
+automl base class. A model package registers its object in the `automl.models` entry-point group (MAL does,
+from its own package); `--model package.module:ATTR` names one kept anywhere else. automl copies the attributes into a
+`TunableModel` once, and the rest of automl uses only that record, never a model's own modules. Training,
+evaluation and the weights export are import paths ("module:attr") resolved where they run, so a study's
+driver (and `automl --help`) imports no model code beyond its spec.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from mal.errors import UserError
+from automl.settings import SECTION
+from plumbing.errors import UserError
+from plumbing.fields import value_at
+from plumbing.wording import did_you_mean
 
-SPACES_DIR = Path(__file__).parent / "search_spaces"
+ENTRY_POINT_GROUP = "automl.models"
+# What automl sets or reads in a spec, by role; a model maps each role to one of its dotted fields.
+SPEC_ROLES = ("results_dir", "epochs", "validation_interval", "resume_from", "seed", "evaluate_checkpoint")
 
 
 @dataclass(frozen=True)
 class TunableModel:
-    name: str
-    spec_module: str  # load_spec(path, overrides), check_paths(spec, action), with_values(spec, values)
-    fit: str  # fit(spec, callbacks=..., enable_progress_bar=..., logger=...) -> result with .best_checkpoint
-    evaluate: str  # evaluate(spec) -> (metrics, path)
-    search_space: Path
-    weights: str  # weights(checkpoint_path) -> weights-only state dict for promotion
-    reference: str | None = None  # the `package.module:ATTR` it was imported by, when not registered here
-
-    def code_modules(self) -> str:
-        """The modules its entry points live in, comma-separated (what a warm process imports ahead)."""
-        entries = (self.fit, self.evaluate, self.weights)
-        return ",".join(dict.fromkeys(entry.partition(":")[0] for entry in entries))
-
-    @property
-    def ref(self) -> str:
-        """What `get_model` takes to find this model again (a resumed study does)."""
-        return self.reference or self.name
+    # who it is
+    name: str  # what --model takes
+    registered_name: str  # its name in the MLflow model registry, where the `champion` alias lives
+    # its spec: a pydantic model with an `automl` section (automl.settings.AutoMLConfig, or a mapping of it)
+    spec_type: type
+    load_spec: Callable[[Path | None, list[str]], Any]  # a spec file (None: defaults) + overrides -> spec
+    validate_spec: Callable[[dict[str, Any]], Any]  # a spec's plain data (model_dump) -> spec
+    with_values: Callable[[Any, dict[str, Any]], Any]  # spec + dotted values -> spec, validated again
+    check_inputs: Callable[[Any], None]  # pre-flight: a training's inputs are set, exist and are valid
+    spec_fields: Mapping[str, str]  # role (SPEC_ROLES) -> the spec's dotted field
+    train_dir: Callable[[Any], Path]  # where a spec's training writes its checkpoints
+    eval_set: Callable[[Any], str]  # what identifies the evaluation set: champions compare on the same one
+    # what is searched and how it is judged
+    search_space: Path  # the default search-space file
+    metrics: Mapping[str, str]  # every validation metric -> "max" | "min"; the first is the default objective
+    shape_fields: tuple[str, ...]  # prefixes a checkpoint cannot carry a change of (PBT never perturbs them)
+    # its files and runs
+    best_checkpoint: str  # file names in train_dir: the best validation so far, and the latest state
+    latest_checkpoint: str
+    fit: str  # fit(spec, callbacks=, enable_progress_bar=, strategy=, plugins=, devices=): a Lightning run
+    # whose result has .best_metric and .train_dir; it validates (and calls the callbacks) every epoch
+    evaluate: str  # evaluate(spec) -> (metrics, path of the metrics.json it wrote)
+    export_weights: str  # export_weights(checkpoint, target): writes the weights-only file promotion keeps
+    # its errors
+    user_errors: tuple[type[BaseException], ...]  # one line and exit 2 at the CLI; a trial never retries them
+    fatal_errors: tuple[type[BaseException], ...]  # failures a retry would only repeat (diverged, out of memory)
+    ref: str = ""  # what `get_model` takes to find it again (a resumed study does)
 
     def entry(self, which: str) -> Callable[..., Any]:
+        """The function behind one of the import paths (fit, evaluate, export_weights)."""
         module, _, attr = getattr(self, which).partition(":")
         return getattr(importlib.import_module(module), attr)
 
+    def code_modules(self) -> str:
+        """The modules its entry points live in, comma-separated (what a warm process imports ahead)."""
+        entries = (self.fit, self.evaluate, self.export_weights)
+        return ",".join(dict.fromkeys(entry.partition(":")[0] for entry in entries))
+
     @property
-    def spec(self) -> Any:
-        return importlib.import_module(self.spec_module)
+    def default_metric(self) -> str:
+        return next(iter(self.metrics))
+
+    def role(self, spec: Any, role: str) -> Any:
+        """The value a spec holds for one of the SPEC_ROLES."""
+        return value_at(spec, self.spec_fields[role])
+
+    def spec_with(self, spec: Any, values: Mapping[str, Any], **roles: Any) -> Any:
+        """`spec` with searched values and values by role (results_dir=..., epochs=...) set, validated again."""
+        return self.with_values(spec, {**values, **{self.spec_fields[role]: value for role, value in roles.items()}})
 
 
-REGISTRY: dict[str, TunableModel] = {
-    "mal": TunableModel(
-        name="mal",
-        spec_module="mal.spec",
-        fit="mal.runner:fit",
-        evaluate="mal.runner:evaluate",
-        search_space=SPACES_DIR / "mal.yaml",
-        weights="mal.runner:export_weights",
-    ),
-}
+FIELDS = tuple(f.name for f in dataclasses.fields(TunableModel) if f.name != "ref")
+_loaded: dict[str, TunableModel] = {}
 
 
-def get_model(name: str) -> TunableModel:
-    """A registered name, or `package.module:ATTR` naming a TunableModel (a model kept outside this package)."""
-    if ":" in name:
-        return _import_model(name)
-    if name not in REGISTRY:
-        close = difflib.get_close_matches(name, list(REGISTRY), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise UserError(f"--model: unknown model {name!r}{hint}; registered: {', '.join(REGISTRY)}")
-    return REGISTRY[name]
+def registered() -> list[str]:
+    """The names in the `automl.models` entry-point group (nothing is imported to list them)."""
+    return sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
 
 
-def _import_model(path: str) -> TunableModel:
+def get_model(name: str | None = None) -> TunableModel:
+    """A registered name, `package.module:ATTR` naming a model kept elsewhere, or (None) the only one registered."""
+    if name is None:
+        names = registered()
+        if len(names) != 1:
+            raise UserError(f"--model: choose one of the registered models ({', '.join(names) or 'none is installed'})")
+        name = names[0]
+    if name not in _loaded:
+        _loaded[name] = of(_import(name) if ":" in name else _entry_point(name), name)
+    return _loaded[name]
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """What the CLI reports as one line: automl's own user errors and those of every model loaded so far."""
+    return (UserError, *(error for model in _loaded.values() for error in model.user_errors))
+
+
+def of(plugin: Any, ref: str) -> TunableModel:
+    """The record of a model object, checked for every field of the protocol."""
+    missing = [name for name in FIELDS if not hasattr(plugin, name)]
+    if missing:
+        raise UserError(f"--model {ref}: {type(plugin).__name__} lacks {', '.join(missing)} (see automl.registry.TunableModel)")
+    model = TunableModel(**{name: getattr(plugin, name) for name in FIELDS}, ref=ref)
+    roles = [role for role in SPEC_ROLES if role not in model.spec_fields]
+    if roles:
+        raise UserError(f"--model {ref}: spec_fields lacks the roles {', '.join(roles)}")
+    if SECTION not in getattr(model.spec_type, "model_fields", {}):
+        raise UserError(f"--model {ref}: its spec_type has no `{SECTION}` section for the study settings")
+    if not model.metrics:
+        raise UserError(f"--model {ref}: metrics names no metric to optimise")
+    return dataclasses.replace(
+        model, search_space=Path(model.search_space), shape_fields=tuple(model.shape_fields),
+        user_errors=tuple(model.user_errors), fatal_errors=tuple(model.fatal_errors),
+    )
+
+
+def _entry_point(name: str) -> Any:
+    found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+    if not found:
+        names = registered()
+        raise UserError(f"--model: unknown model {name!r}{did_you_mean(name, names)}; registered: {', '.join(names)}")
+    return found[0].load()
+
+
+def _import(path: str) -> Any:
     module, _, attr = path.partition(":")
     try:
-        found = getattr(importlib.import_module(module), attr)
+        return getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:
         raise UserError(f"--model: cannot import {path!r} ({exc})") from None
-    if not isinstance(found, TunableModel):
-        raise UserError(f"--model: {path!r} is a {type(found).__name__}, not an automl.registry.TunableModel")
-    return dataclasses.replace(found, reference=path)

@@ -21,9 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mal.errors import UserError
+from plumbing.errors import UserError
 
 CHAMPION = "champion"
+WEIGHTS_FILE = "model.pth"  # the weights-only file in best/, and so in every registered version
 DEFAULT_DB = "mlflow.db"
 # Keys that must never reach MLflow params: credentials a spec might carry.
 _SECRET_MARKERS = ("key", "token", "password", "secret")
@@ -60,10 +61,6 @@ def _git_commit() -> str | None:
     if done.returncode != 0:
         return None
     return done.stdout.strip() or None
-
-
-def file_hash(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 class StudyTracker:
@@ -300,8 +297,9 @@ def promote_champion(
 
 
 def resolve_model_uri(location: str, uri: str | None = None) -> str:
-    """`champion`, `models:/<name>@<alias>` or `models:/<name>/<version>` -> a local weights file."""
-    name, ref = ("mal", CHAMPION) if location == CHAMPION else _parse_models_uri(location)
+    """`models:/<name>@<alias>` or `models:/<name>/<version>` -> a local weights file (the model's own
+    package expands its shorthands, such as a bare `champion`, into these)."""
+    name, ref = _parse_models_uri(location)
     client = _client(tracking_uri(uri))
     from mlflow.exceptions import MlflowException
 
@@ -311,10 +309,10 @@ def resolve_model_uri(location: str, uri: str | None = None) -> str:
         raise UserError(f"{location}: no such registered model version in {tracking_uri(uri)} ({exc.message.splitlines()[0]})") from None
     import mlflow.artifacts
 
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=tempfile.mkdtemp(prefix="mal-model-")))
-    weights = local / "model.pth"
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=tempfile.mkdtemp(prefix="registered-model-")))
+    weights = local / WEIGHTS_FILE
     if not weights.is_file():
-        raise UserError(f"{location}: version {version.version} holds no model.pth")
+        raise UserError(f"{location}: version {version.version} holds no {WEIGHTS_FILE}")
     return str(weights)
 
 
@@ -326,4 +324,4 @@ def _parse_models_uri(location: str) -> tuple[str, str]:
     if "/" in body:
         name, version = body.split("/", 1)
         return name, version
-    raise UserError(f"{location}: expected champion, models:/<name>@<alias> or models:/<name>/<version>")
+    raise UserError(f"{location}: expected models:/<name>@<alias> or models:/<name>/<version>")

@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from automl.registry import TunableModel
-from mal.errors import TrainingFailure, UserError
+from plumbing.files import atomic_write_text
 
-CHECKPOINT_FILE = "mal_model_latest.pth"
 OUTCOME_FILE = "outcome.json"
 FATAL_FILE = "fatal.txt"  # a failure a retry would only repeat (diverged, out of memory, bad input)
 
@@ -28,8 +27,6 @@ class TrialFailedBefore(RuntimeError):
 
 def write_outcome(study_dir: str | Path, trial_id: str, status: str, error: str, last_result: dict[str, Any]) -> None:
     """How a trial ended, written by the driver: a resumed study replays it instead of training again."""
-    from mal.storage import atomic_write_text
-
     doc = {"status": status, "error": error, "last_result": last_result}
     atomic_write_text(trial_dir(study_dir, trial_id) / OUTCOME_FILE, json.dumps(doc))
 
@@ -53,8 +50,17 @@ def _replay_outcome(out: Path) -> bool:
     return True
 
 
-# Reports go out at the end of the training epoch, after that epoch's validation has written
-# mal_model_best.pth (see mal.runner.fit): Tune may stop the trial inside the report, and the best
+def trial_spec(model: TunableModel, base_spec: dict[str, Any], values: dict[str, Any], out: Path, max_epochs: int) -> Any:
+    """What a trial trains: the study's spec with the sampled values, writing into the trial's folder for the
+    study's epoch budget, validating every epoch (every epoch is a rung), never resuming from a user's file."""
+    return model.spec_with(
+        model.validate_spec(base_spec), values,
+        results_dir=str(out), epochs=max_epochs, validation_interval=1, resume_from=None,
+    )
+
+
+# Reports go out at the end of the training epoch, after that epoch's validation has written the model's
+# best checkpoint (the protocol's `fit`): Tune may stop the trial inside the report, and the best
 # checkpoint of the epoch it reports must already exist by then.
 
 
@@ -67,7 +73,7 @@ def _validation_metrics(trainer, metric: str) -> dict[str, float] | None:
     return {**metrics, "epoch": trainer.current_epoch + 1} if metric in metrics else None
 
 
-def _report_callback(metric: str):
+def _report_callback(metric: str, checkpoint_name: str):
     """A Lightning callback that reports each validation to Tune together with a restorable checkpoint."""
     from lightning.pytorch.callbacks import Callback
     from ray import tune
@@ -78,7 +84,7 @@ def _report_callback(metric: str):
             if metrics is None:
                 return
             with tempfile.TemporaryDirectory() as tmp:
-                trainer.save_checkpoint(Path(tmp) / CHECKPOINT_FILE)
+                trainer.save_checkpoint(Path(tmp) / checkpoint_name)
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
     return TuneReport()
@@ -87,8 +93,8 @@ def _report_callback(metric: str):
 def _train_report_callback(metric: str):
     """Under Ray Train: every rank reports each validation (Train wants all ranks); Tune gets rank 0's.
 
-    No checkpoint travels with it: the trial's own folder holds `mal_model_latest.pth`, which a retried or
-    unpaused trial resumes from.
+    No checkpoint travels with it: the trial's own folder holds the model's latest checkpoint, which a retried
+    or unpaused trial resumes from.
     """
     import ray.train
     from lightning.pytorch.callbacks import Callback
@@ -107,17 +113,14 @@ def _ddp_worker(cfg: dict[str, Any]) -> None:
     import torch
     from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment
 
-    from mal.checkpoint import AtomicCheckpointIO
-
     torch.set_num_threads(cfg["threads"])
     model = cfg["model"]
-    spec = model.spec.validate_dict(cfg["spec"])
     model.entry("fit")(
-        spec,
+        model.validate_spec(cfg["spec"]),
         callbacks=[_train_report_callback(cfg["metric"])],
         enable_progress_bar=False,
         strategy=RayDDPStrategy(),
-        plugins=[RayLightningEnvironment(), AtomicCheckpointIO()],
+        plugins=[RayLightningEnvironment()],
         devices="auto",
     )
 
@@ -133,7 +136,7 @@ def _run_ddp(spec: Any, model: TunableModel, metric: str, workers: int, worker_c
     TorchTrainer(
         _ddp_worker,
         train_loop_config={
-            "spec": spec.to_dict(), "model": model, "metric": metric, "threads": max(1, round(worker_cpus)),
+            "spec": spec.model_dump(mode="json"), "model": model, "metric": metric, "threads": max(1, round(worker_cpus)),
         },
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=gpus > 0, resources_per_worker=per_worker),
         run_config=ray.train.RunConfig(name="ray_train", storage_path=str(out), callbacks=[TuneReportCallback()]),
@@ -163,30 +166,22 @@ def run_trial(
     out = trial_dir(study_dir, tune.get_context().get_trial_id())
     if _replay_outcome(out):
         return
-    values = {
-        **config,
-        "results_dir": str(out),
-        "train.num_epochs": max_epochs,
-        "train.validation_interval": 1,
-        "train.resume_training_checkpoint_path": None,
-    }
-    spec = model.spec.with_values(model.spec.validate_dict(base_spec), values)
+    spec = trial_spec(model, base_spec, config, out, max_epochs)
     restored = tune.get_checkpoint()
     if restored is not None:  # a retry, an unpaused HyperBand trial, or a PBT exploit of another trial
-        train_dir = spec.output_dir("train")
+        train_dir = model.train_dir(spec)
         train_dir.mkdir(parents=True, exist_ok=True)
+        latest = model.latest_checkpoint
         with restored.as_directory() as src:
-            staged = train_dir / f".{CHECKPOINT_FILE}.restoring"  # a kill mid-copy leaves the old file whole
-            shutil.copyfile(Path(src) / CHECKPOINT_FILE, staged)
-            os.replace(staged, train_dir / CHECKPOINT_FILE)
+            staged = train_dir / f".{latest}.restoring"  # a kill mid-copy leaves the old file whole
+            shutil.copyfile(Path(src) / latest, staged)
+            os.replace(staged, train_dir / latest)
     if workers > 1:
         _run_ddp(spec, model, metric, workers, worker_cpus, gpus, out)
         return
     torch.set_num_threads(max(1, int(cpus)))
     try:
-        model.entry("fit")(spec, callbacks=[_report_callback(metric)], enable_progress_bar=False)
-    except (TrainingFailure, UserError) as exc:
-        from mal.storage import atomic_write_text
-
+        model.entry("fit")(spec, callbacks=[_report_callback(metric, model.latest_checkpoint)], enable_progress_bar=False)
+    except model.fatal_errors + model.user_errors as exc:
         atomic_write_text(out / FATAL_FILE, f"{type(exc).__name__}: {exc}")
         raise

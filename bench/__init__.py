@@ -1,1 +1,13 @@
 """Benchmarks: `python -m bench [--quick] [names...]`; each prints a table and writes bench/results/<name>.json."""
+
+__all__ = [
+    "baselines",
+    "common",
+    "fixed_cost",
+    "hpo_efficiency",
+    "overhead",
+    "quality",
+    "startup",
+    "throughput",
+    "workload",
+]

@@ -12,7 +12,7 @@ import traceback
 
 from bench.common import DataMissing, console, require_data
 
-BENCHMARKS = ("overhead", "hpo_efficiency", "throughput", "quality")
+BENCHMARKS = ("overhead", "hpo_efficiency", "throughput", "quality", "startup")
 
 
 def run_one(name: str, quick: bool) -> bool:
@@ -37,7 +37,7 @@ def run_one(name: str, quick: bool) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller settings: all four in about 5 minutes on 2 cores")
+    parser.add_argument("--quick", action="store_true", help="smaller settings: all of them in about 5 minutes on 2 cores")
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"any of {', '.join(BENCHMARKS)} (default: all, in that order)")
     args = parser.parse_args()
     unknown = [n for n in args.names if n not in BENCHMARKS]

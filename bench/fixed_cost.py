@@ -2,13 +2,15 @@
 tunable model. A module of its own so that the study's driver, which only needs this description, does not
 import torch and Lightning with the workload."""
 
-from automl.registry import SPACES_DIR, TunableModel
+import dataclasses
 
-FIXED_COST = TunableModel(
+from automl.registry import get_model
+
+# MAL's spec, search space and checkpoint names, with the workload's runs in place of MAL's
+FIXED_COST = dataclasses.replace(
+    get_model("mal"),
     name="fixed-cost",
-    spec_module="mal.spec",
     fit="bench.workload:fit",
     evaluate="bench.workload:evaluate",
-    search_space=SPACES_DIR / "mal.yaml",
-    weights="bench.workload:weights",
+    export_weights="bench.workload:export_weights",
 )

@@ -24,16 +24,18 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from automl.registry import SPACES_DIR
 from bench.common import quiet_lightning
+from mal.checkpoint import save_atomic
+from mal.names import EXTENSION, LATEST_FILE, LATEST_NAME
 from mal.runner import FitResult
+from mal.runner.train import keep_best
 from mal.spec import ExperimentSpec
-from mal.storage import atomic_write_text
+from mal.tunable import MODEL
+from plumbing.files import atomic_write_text
 
 EPOCH_SECONDS_ENV = "BENCH_EPOCH_SECONDS"
 DEFAULT_EPOCH_SECONDS = 2.5
 TIMING_FILE = "timing.json"
-BEST, LATEST, EXTENSION = "mal_model_best", "mal_model_latest", ".pth"  # mal's checkpoint names
 SEARCHED = ("train.lr", "train.loss_crf_weight", "train.loss_mil_weight", "train.warmup_epochs")
 
 
@@ -42,8 +44,8 @@ def epoch_seconds() -> float:
 
 
 def searched_ranges() -> dict[str, dict[str, Any]]:
-    """The searched parameters with MAL's own ranges (search_spaces/mal.yaml), so every runner searches alike."""
-    parameters = yaml.safe_load((SPACES_DIR / "mal.yaml").read_text())["parameters"]
+    """The searched parameters with MAL's own ranges (its search space file), so every runner searches alike."""
+    parameters = yaml.safe_load(MODEL.search_space.read_text())["parameters"]
     return {name: parameters[name] for name in SEARCHED}
 
 
@@ -99,13 +101,9 @@ class _EpochClock(Callback):
 
 def _checkpoints(train_dir: Path) -> tuple[ModelCheckpoint, ModelCheckpoint]:
     """mal's two files: the best by mIoU (saved when validation ends) and the latest (every epoch end)."""
-    best = ModelCheckpoint(
-        dirpath=train_dir, filename=BEST, monitor="mIoU", mode="max", save_top_k=1,
-        enable_version_counter=False, save_on_train_epoch_end=False,
-    )
-    best.FILE_EXTENSION = EXTENSION
+    best = keep_best(train_dir)
     latest = ModelCheckpoint(dirpath=train_dir, save_top_k=0, save_last=True, enable_version_counter=False)
-    latest.CHECKPOINT_NAME_LAST, latest.FILE_EXTENSION = LATEST, EXTENSION
+    latest.CHECKPOINT_NAME_LAST, latest.FILE_EXTENSION = LATEST_NAME, EXTENSION
     return best, latest
 
 
@@ -137,7 +135,7 @@ def fit(
         num_sanity_val_steps=0,
         default_root_dir=train_dir,
     )
-    resume = train_dir / f"{LATEST}{EXTENSION}"
+    resume = train_dir / LATEST_FILE
     try:
         trainer.fit(
             FixedCostModule(spec, epoch_seconds(), timing),
@@ -148,7 +146,7 @@ def fit(
     finally:  # a trial that the scheduler stops still leaves its timestamps
         timing["end"] = time.time()
         _append_timing(train_dir, timing)
-    return FitResult.of(train_dir, trainer, best, [])
+    return FitResult.of(train_dir, trainer, best)
 
 
 def weights(checkpoint_path: str | Path) -> dict[str, torch.Tensor]:
@@ -157,6 +155,11 @@ def weights(checkpoint_path: str | Path) -> dict[str, torch.Tensor]:
     if "epochs_trained" in checkpoint:
         return checkpoint
     return {**checkpoint["state_dict"], "epochs_trained": torch.tensor(checkpoint["epoch"] + 1)}
+
+
+def export_weights(checkpoint_path: str | Path, target: str | Path) -> Path:
+    """What promotion keeps: the weights with the epochs they had trained."""
+    return save_atomic(weights(checkpoint_path), target)
 
 
 def evaluate(spec: ExperimentSpec) -> tuple[dict[str, float], Path]:

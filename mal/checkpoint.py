@@ -1,4 +1,5 @@
-"""Checkpoint names (TAO's), finding the latest, and safe loading (`weights_only=True`, never unpickling)."""
+"""Checkpoints: finding the latest, safe loading (`weights_only=True`, never unpickling), atomic saving, and
+the weights-only export that promotion writes."""
 
 from __future__ import annotations
 
@@ -17,22 +18,18 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from mal import safe_pickle
 from mal.errors import UserError
+from mal.names import CHAMPION, LATEST_FILE, REGISTERED_MODEL
 from mal.storage import is_registered_model
-
-EXTENSION = ".pth"
-LATEST_NAME = "mal_model_latest"
-BEST_NAME = "mal_model_best"
-EPOCH_TEMPLATE = "model_epoch_{epoch:03d}"
-STEP_TEMPLATE = "model_epoch_{epoch:03d}_step_{step:05d}"
 
 
 def latest(train_dir: str | Path) -> Path | None:
-    path = Path(train_dir) / f"{LATEST_NAME}{EXTENSION}"
+    path = Path(train_dir) / LATEST_FILE
     return path if path.is_file() else None
 
 
-# Registered-model references (`champion`, `models:/mal@champion`) are resolved by whichever installed
-# package offers a resolver in this entry-point group (automl does, through MLflow), so mal needs no MLflow.
+# Registered-model references (`models:/mal@champion`, or `champion` for short) are resolved by whichever
+# installed package offers a resolver in this entry-point group (automl does, through MLflow), so mal
+# needs no MLflow.
 RESOLVER_GROUP = "mal.model_uris"
 
 
@@ -46,7 +43,7 @@ def resolve(location: str | Path) -> str:
     resolvers = list(entry_points(group=RESOLVER_GROUP))
     if not resolvers:
         raise UserError(f"{text}: registered models need the automl package (MLflow registry); none is installed")
-    return resolvers[0].load()(text)
+    return resolvers[0].load()(f"models:/{REGISTERED_MODEL}@{CHAMPION}" if text == CHAMPION else text)
 
 
 def load(path: str | Path, *, mmap: bool = False, foreign: bool = False) -> dict[str, Any]:
@@ -118,6 +115,11 @@ def network_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     if not any(k.startswith("student.") for k in state):
         raise UserError("checkpoint holds no MAL network (no student.* weights)")
     return state
+
+
+def export_weights(checkpoint_path: str | Path, target: str | Path) -> Path:
+    """The weights-only state dict (student.* and teacher.*) of a training checkpoint, written to `target`."""
+    return save_atomic(network_state(load(checkpoint_path)), target)
 
 
 def save_atomic(obj: Any, path: str | Path) -> Path:

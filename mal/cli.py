@@ -10,17 +10,10 @@ from pathlib import Path
 
 import typer
 
-from mal.cli_support import CONTEXT, OVERRIDES_HELP, SPEC_HELP, run_cli
+from plumbing.cli import Overrides, SpecOption, command_line, run_cli
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    context_settings=CONTEXT,
-    help="Mask Auto-Labeler: learn instance masks from boxes, evaluate them, label new boxes.",
-)
-
-SpecOption = typer.Option(..., "-e", "--experiment_spec", "--experiment-spec", help=SPEC_HELP, show_default=False)
-Overrides = typer.Argument(None, help=OVERRIDES_HELP, show_default=False)
+app = command_line("Mask Auto-Labeler: learn instance masks from boxes, evaluate them, label new boxes.")
+ActionArgument = typer.Argument("train", help="train | evaluate | inference")
 
 
 def _spec(path: Path, overrides: list[str] | None, action: str):
@@ -66,29 +59,29 @@ def inference(spec: Path = SpecOption, overrides: list[str] = Overrides) -> None
     typer.echo(f"wrote {s['annotations']} annotations to {s['path']}")
 
 
-@app.command()
-def template(action: str = typer.Argument("train", help="train | evaluate | inference")) -> None:
-    """Print a complete spec of defaults for an action (it loads back unchanged)."""
+def _action(action: str) -> str:
+    from mal.errors import UserError
     from mal.spec import ACTIONS
+
+    if action not in ACTIONS:
+        raise UserError(f"action {action!r} is not one of {', '.join(ACTIONS)}")
+    return action
+
+
+@app.command()
+def template(action: str = ActionArgument) -> None:
+    """Print a complete spec of defaults for an action (it loads back unchanged)."""
     from mal.spec import template as make_template
 
-    if action not in ACTIONS:
-        from mal.errors import UserError
-
-        raise UserError(f"action {action!r} is not one of {', '.join(ACTIONS)}")
-    typer.echo(make_template(action), nl=False)
+    typer.echo(make_template(_action(action)), nl=False)
 
 
 @app.command()
-def schema(action: str = typer.Argument("train", help="train | evaluate | inference")) -> None:
+def schema(action: str = ActionArgument) -> None:
     """Print the JSON Schema of the spec for an action."""
-    from mal.spec import ACTIONS, json_schema
+    from mal.spec import json_schema
 
-    if action not in ACTIONS:
-        from mal.errors import UserError
-
-        raise UserError(f"action {action!r} is not one of {', '.join(ACTIONS)}")
-    typer.echo(json.dumps(json_schema(action), indent=2))
+    typer.echo(json.dumps(json_schema(_action(action)), indent=2))
 
 
 @app.command("demo-data")

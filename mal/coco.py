@@ -52,7 +52,7 @@ def load_coco(ann_path: str, img_dir: str | None = None, *, check_images: bool =
         raise UserError(f"{ann_path}: not valid JSON (the file is not UTF-8 text)") from None
     _require_lists(raw, ann_path)
     images = _index_images(raw["images"], ann_path)
-    categories = _index_categories(raw["categories"], ann_path)
+    categories = _by_id(raw["categories"], "categories", "category", ann_path)
     anns = _check_annotations(raw["annotations"], images, categories, ann_path)
     root = image_dir(img_dir) if img_dir else None
     coco = CocoSet(raw, images, anns, categories, root, ann_path)
@@ -108,14 +108,21 @@ def _require_lists(raw: Any, name: str) -> None:
             raise UserError(f"{name}: not a COCO instance file: the '{key}' list is missing")
 
 
+def _by_id(entries: list, key: str, what: str, name: str) -> dict[int, dict]:
+    """`raw[key]`'s entries by their integer id; a missing or repeated id is one line naming it."""
+    found: dict[int, dict] = {}
+    for k, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not _is_int(entry.get("id")):
+            raise UserError(f"{name}: {key}[{k}] has no integer 'id'")
+        if entry["id"] in found:
+            raise UserError(f"{name}: duplicate {what} id {entry['id']}")
+        found[entry["id"]] = entry
+    return found
+
+
 def _index_images(entries: list, name: str) -> dict[int, dict]:
-    images: dict[int, dict] = {}
-    for k, image in enumerate(entries):
-        if not isinstance(image, dict) or not _is_int(image.get("id")):
-            raise UserError(f"{name}: images[{k}] has no integer 'id'")
-        iid = image["id"]
-        if iid in images:
-            raise UserError(f"{name}: duplicate image id {iid}")
+    images = _by_id(entries, "images", "image", name)
+    for iid, image in images.items():
         width, height = image.get("width"), image.get("height")
         if not (_is_int(width) and _is_int(height) and width > 0 and height > 0):
             raise UserError(
@@ -128,32 +135,13 @@ def _index_images(entries: list, name: str) -> dict[int, dict]:
             raise UserError(
                 f"{name}: image id {iid} file_name {file_name!r} escapes the image folder (absolute path or '..')"
             )
-        images[iid] = image
     return images
-
-
-def _index_categories(entries: list, name: str) -> dict[int, dict]:
-    categories: dict[int, dict] = {}
-    for k, cat in enumerate(entries):
-        if not isinstance(cat, dict) or not _is_int(cat.get("id")):
-            raise UserError(f"{name}: categories[{k}] has no integer 'id'")
-        if cat["id"] in categories:
-            raise UserError(f"{name}: duplicate category id {cat['id']}")
-        categories[cat["id"]] = cat
-    return categories
 
 
 def _check_annotations(
     entries: list, images: dict[int, dict], categories: dict[int, dict], name: str
 ) -> list[dict]:
-    seen: set[int] = set()
-    for k, ann in enumerate(entries):
-        if not isinstance(ann, dict) or not _is_int(ann.get("id")):
-            raise UserError(f"{name}: annotations[{k}] has no integer 'id'")
-        aid = ann["id"]
-        if aid in seen:
-            raise UserError(f"{name}: duplicate annotation id {aid}")
-        seen.add(aid)
+    for aid, ann in _by_id(entries, "annotations", "annotation", name).items():
         image_id, category_id = ann.get("image_id"), ann.get("category_id")
         image = images.get(image_id) if _is_int(image_id) else None
         if image is None:

@@ -1,10 +1,8 @@
-"""The one exception type for mistakes a user can fix (bad spec, bad data, bad paths)."""
+"""MAL's exception types: the shared one-line user error, and failures a retry would only repeat."""
 
+from plumbing.errors import UserError
 
-class UserError(Exception):
-    """A user-fixable problem; CLIs print its message on one line and exit with code 2."""
-
-    exit_code = 2
+__all__ = ["TrainingFailure", "UserError"]
 
 
 class TrainingFailure(RuntimeError):

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 
+from mal.data.crops import box_pixels
 from mal.metrics import BUCKETS, area_bucket
 
 
@@ -48,15 +48,6 @@ class InstanceMask:
         return rle
 
 
-def box_region(bbox: list[float], image_hw: tuple[int, int]) -> tuple[int, int, int, int]:
-    """Pixels covered by an xywh box (any overlap counts), clipped to the image."""
-    h, w = image_hw
-    x, y, bw, bh = bbox
-    x0, y0 = max(0, math.floor(x)), max(0, math.floor(y))
-    x1, y1 = min(w, math.ceil(x + bw)), min(h, math.ceil(y + bh))
-    return y0, max(y0, y1), x0, max(x0, x1)
-
-
 def thresholds_by_bucket(mask_thres: list[float]) -> dict[str, float]:
     values = mask_thres * 3 if len(mask_thres) == 1 else mask_thres
     return dict(zip(BUCKETS, values, strict=True))
@@ -74,7 +65,7 @@ def paste_masks(logits: torch.Tensor, batch: dict[str, torch.Tensor], thresholds
         ex0, ey0, ex1, ey1 = (int(v) for v in batch["ext_box"][i].tolist())
         bbox = [float(v) for v in batch["bbox"][i].tolist()]
         image_hw = tuple(int(v) for v in batch["image_hw"][i].tolist())
-        y0, y1, x0, x1 = box_region(bbox, image_hw)
+        x0, y0, x1, y1 = box_pixels(bbox, image_hw)
         if y1 > y0 and x1 > x0:
             up = F.interpolate(logits[i : i + 1], size=(ey1 - ey0, ex1 - ex0), mode="bilinear", align_corners=False)
             prob = torch.sigmoid(up[0, 0, y0 - ey0 : y1 - ey0, x0 - ex0 : x1 - ex0])

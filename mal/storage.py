@@ -11,13 +11,11 @@ import tempfile
 from pathlib import Path
 
 from mal.errors import UserError
+from mal.names import CHAMPION
+from plumbing.files import is_remote
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 _EXTRA_FOR = {"s3": "s3", "gs": "gcs", "gcs": "gcs", "http": "http", "https": "http"}
-
-
-def is_remote(location: str) -> bool:
-    return "://" in location and not location.startswith("file://")
 
 
 def cache_root() -> Path:
@@ -25,7 +23,7 @@ def cache_root() -> Path:
 
 
 def _filesystem(location: str):
-    protocol = location.split("://", 1)[0]
+    protocol = location.split(":", 1)[0]
     try:
         import fsspec
 
@@ -40,7 +38,7 @@ def _filesystem(location: str):
 
 def is_registered_model(location: str) -> bool:
     """`champion` or `models:/...`: a model registry reference, not a file (see mal.checkpoint.resolve)."""
-    return location == "champion" or location.startswith("models:/")
+    return location == CHAMPION or location.startswith("models:/")
 
 
 def exists(location: str) -> bool:
@@ -57,15 +55,6 @@ def _cache_key(location: str) -> str:
         st = Path(location).stat()
         stamp = f"{st.st_size}-{st.st_mtime_ns}"
     return hashlib.sha256(f"{location}|{stamp}".encode()).hexdigest()[:16]
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Temp file + rename: a kill mid-write leaves any previous file intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, newline="") as tmp:
-        tmp.write(text)
-    os.replace(tmp.name, path)
-    return path
 
 
 def _download(location: str) -> Path:

@@ -23,10 +23,10 @@ from typing import Any
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from automl.registry import REGISTRY
+from automl.registry import get_model
 
-FAULTY = dataclasses.replace(REGISTRY["mal"], name="mal_faulty", fit="fault_models:faulty_fit")
-ALWAYS_RAISING = dataclasses.replace(REGISTRY["mal"], name="mal_raising", fit="fault_models:raising_fit")
+FAULTY = dataclasses.replace(get_model("mal"), name="mal_faulty", fit="fault_models:faulty_fit")
+ALWAYS_RAISING = dataclasses.replace(get_model("mal"), name="mal_raising", fit="fault_models:raising_fit")
 
 
 def _claim(trial_dir: Path) -> str:

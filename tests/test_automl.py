@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,8 @@ from rich.console import Console
 from automl.algorithms import ALGORITHMS, FidelityAwareOptunaSearch, StudySettings, build
 from automl.registry import get_model
 from automl.space import load_space_file, resolve_space
-from automl.study import TrialRecord, run_study, select_best
+from automl.state import TrialRecord, select_best
+from automl.study import run_study
 from mal.coco import load_coco
 from mal.data import train_instances
 from mal.spec import load_spec
@@ -31,14 +31,7 @@ STUDY = ["automl.max_epochs=2", "automl.grace_period=1", "automl.reduction_facto
 
 def _space(spec, names):
     model = get_model("mal")
-    return resolve_space(load_space_file(model.search_space), spec, names, {"train.lr": {"low": 1.0e-5, "high": 1.0e-3}} if "train.lr" in names else {})
-
-
-def test_automl_help_is_instant():
-    start = time.perf_counter()
-    done = run_cli("automl", "--help")
-    assert done.returncode == 0 and "run" in done.stdout
-    assert time.perf_counter() - start < 1.0
+    return resolve_space(model, load_space_file(model.search_space), spec, names, {"train.lr": {"low": 1.0e-5, "high": 1.0e-3}} if "train.lr" in names else {})
 
 
 def test_early_stopped_trial_is_pruned_not_complete():
@@ -78,6 +71,7 @@ def test_every_algorithm_builds(algorithm):
     assert searcher is not None and scheduler is not None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", [a for a in ALGORITHMS if a != "asha"])
 def test_every_algorithm_runs_two_trials(algorithm, tiny_data, tmp_path):
     names = ["train.crf_kernel_size"] if algorithm == "grid" else ["train.lr", "train.loss_crf_weight"]
@@ -89,6 +83,7 @@ def test_every_algorithm_runs_two_trials(algorithm, tiny_data, tmp_path):
     assert result.best is not None and (tmp_path / "best" / "model.pth").is_file()
 
 
+@pytest.mark.slow
 def test_asha_study_end_to_end_and_best_reproduces(tiny_data, tmp_path):
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(f"results_dir: {tmp_path / 'study'}\n")
@@ -126,6 +121,7 @@ def test_asha_study_end_to_end_and_best_reproduces(tiny_data, tmp_path):
         assert pixels.shape[0] > 300 and pixels.std() > 10, f"{name}.png looks blank"
 
 
+@pytest.mark.slow
 def test_policy_off_and_auto_without_a_space_train_once(tiny_data, tmp_path):
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(f"results_dir: {tmp_path / 'off'}\n")
@@ -148,6 +144,7 @@ def test_bad_search_space_selection_exits_2_with_one_line(tiny_data, tmp_path):
     assert not (Path(tmp_path) / "study.json").exists()
 
 
+@pytest.mark.slow
 def test_a_two_worker_ddp_trial_reports_miou(tiny_data, tmp_path):
     """workers_per_trial=2: each trial is a Ray Train TorchTrainer of 2 gloo workers running Lightning DDP."""
     spec = load_spec(None, [

@@ -139,6 +139,7 @@ def test_corpus_has_30_bad_inputs_and_every_file_is_a_case(bad_checkpoints):
 @pytest.mark.parametrize("action", ["train", "evaluate", "inference"])
 def test_the_good_base_passes_validation(action, weights, tmp_path):
     """Control: without its one bad input, every case's command would get past validation."""
+    from automl.registry import get_model
     from automl.space import load_space_file, resolve_space
     from mal.spec import check_paths, load_spec
 
@@ -146,10 +147,13 @@ def test_the_good_base_passes_validation(action, weights, tmp_path):
     spec = load_spec(GOOD / "spec.yaml", _base(cmd, weights, tmp_path)[4:])
     check_paths(spec, action)
     if action == "train":
-        space = resolve_space(load_space_file(GOOD / "space.yaml"), spec, spec.automl.hyperparameters, spec.automl.range_overrides)
+        space = resolve_space(
+            get_model("mal"), load_space_file(GOOD / "space.yaml"), spec, spec.automl.hyperparameters, spec.automl.range_overrides
+        )
         assert space.names == ["train.lr"]
 
 
+@pytest.mark.slow
 def test_skipped_training_boxes_are_counted_and_reported(weights, tmp_path):
     """Boxes below dataset.min_obj_size are not trained on, and `mal train` prints how many it skipped."""
     argv = _base("mal train", weights, tmp_path / "results") + ["dataset.min_obj_size=1700"]

@@ -15,6 +15,7 @@ from bench.overhead import TrialTimes, ideal_seconds, startup_latency, wall_over
 from tests.conftest import ROOT
 
 
+@pytest.mark.slow
 def test_workload_costs_its_epoch_seconds_reports_a_deterministic_metric_and_resumes(tmp_path, monkeypatch):
     from bench import workload
     from mal.spec import load_spec, with_values
@@ -30,8 +31,8 @@ def test_workload_costs_its_epoch_seconds_reports_a_deterministic_metric_and_res
     (run,) = json.loads((result.train_dir / workload.TIMING_FILE).read_text())
     ends = [run["first_step"], *run["epoch_ends"]]
     epochs = [b - a for a, b in zip(ends, ends[1:], strict=False)]
-    # at least the spin, and well under two spins: validation and checkpoints add little
-    assert len(epochs) == 2 and all(0.5 <= e < 0.95 for e in epochs), epochs
+    # at least the spin: a deadline, however busy the machine (what comes on top, the overhead benchmark measures)
+    assert len(epochs) == 2 and all(e >= 0.5 for e in epochs), epochs
 
     resumed = workload.fit(with_values(spec, {"train.num_epochs": 3}), enable_progress_bar=False)
     runs = json.loads((result.train_dir / workload.TIMING_FILE).read_text())

@@ -306,6 +306,7 @@ def local_cluster():
         started.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_two_node_cluster_runs_a_submitted_study(local_cluster, tiny_data, tmp_path):
     nodes = local_cluster.alive_nodes()

@@ -7,7 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-import mal.data as data
+import mal.data.datasets as datasets
+import mal.data.images as images
+import mal.data.sampler as sampler_module
 from mal.coco import load_coco
 from mal.data import (
     IMAGENET_MEAN,
@@ -25,6 +27,7 @@ from mal.data import (
     train_instances,
     train_margins,
 )
+from mal.errors import UserError
 
 torch.set_num_threads(1)
 TINY = Path(__file__).resolve().parents[2] / "shared" / "data" / "tiny-coco"
@@ -141,7 +144,7 @@ def test_train_items_reproducible_per_seed_epoch_index(coco):
 
 
 def test_teacher_view_is_the_student_crop_without_colour_augmentation(coco, monkeypatch):
-    monkeypatch.setattr(data, "colour_augment", lambda image, rng: 255 - image)
+    monkeypatch.setattr(datasets, "colour_augment", lambda image, rng: 255 - image)
     ds = MALTrainDataset(coco, train_instances(coco, 100, 1e10)[0], 24, (0, 1.2), seed=1)
     for index in range(3):
         item = ds[index]
@@ -161,9 +164,9 @@ def test_colour_augmentation_changes_the_student_view(coco):
 
 def test_getitems_decodes_each_image_once_per_batch(coco, monkeypatch):
     calls = []
-    real = data.decode_image
-    monkeypatch.setattr(data, "decode_image", lambda path: calls.append(path) or real(path))
-    monkeypatch.setattr(data, "IMAGE_CACHE", data.ImageCache(max_bytes=0))
+    real = images.decode_image
+    monkeypatch.setattr(images, "decode_image", lambda path: calls.append(path) or real(path))
+    monkeypatch.setattr(images, "IMAGE_CACHE", images.ImageCache(max_bytes=0))
     ds = MALEvalDataset(coco, eval_instances(coco), 16, (0.6, 0.6))
     batch = ds.__getitems__([0, 1])  # two boxes of image 1
     assert len(batch) == 2 and len(calls) == 1
@@ -173,9 +176,9 @@ def test_getitems_decodes_each_image_once_per_batch(coco, monkeypatch):
 
 def test_decoded_images_are_shared_across_datasets_until_the_file_changes(coco, monkeypatch):
     calls = []
-    real = data.decode_image
-    monkeypatch.setattr(data, "decode_image", lambda path: calls.append(path) or real(path))
-    monkeypatch.setattr(data, "IMAGE_CACHE", data.ImageCache(max_bytes=2**24))
+    real = images.decode_image
+    monkeypatch.setattr(images, "decode_image", lambda path: calls.append(path) or real(path))
+    monkeypatch.setattr(images, "IMAGE_CACHE", images.ImageCache(max_bytes=2**24))
     MALEvalDataset(coco, eval_instances(coco), 16, (0.6, 0.6)).__getitems__([0])
     MALEvalDataset(coco, eval_instances(coco), 32, (0.6, 0.6)).__getitems__([0, 1])  # another trial's dataset
     assert len(calls) == 1
@@ -183,9 +186,9 @@ def test_decoded_images_are_shared_across_datasets_until_the_file_changes(coco, 
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
     MALEvalDataset(coco, eval_instances(coco), 16, (0.6, 0.6)).__getitems__([0])
     assert len(calls) == 2
-    one = data.IMAGE_CACHE._images[next(iter(data.IMAGE_CACHE._images))].nbytes
-    small = data.ImageCache(max_bytes=one)
-    monkeypatch.setattr(data, "IMAGE_CACHE", small)
+    one = images.IMAGE_CACHE._images[next(iter(images.IMAGE_CACHE._images))].nbytes
+    small = images.ImageCache(max_bytes=one)
+    monkeypatch.setattr(images, "IMAGE_CACHE", small)
     MALEvalDataset(coco, eval_instances(coco), 16, (0.6, 0.6)).__getitems__([0, 2])
     assert small.bytes <= one and len(small._images) == 1  # the budget holds: the older image left
 
@@ -201,7 +204,7 @@ def test_collate_stacks_and_works_with_dataloader(coco):
 def test_image_size_mismatch_is_a_user_error(coco):
     coco.images[2]["width"] = 50
     ds = MALEvalDataset(coco, eval_instances(coco), 16, (0.6, 0.6))
-    with pytest.raises(data.UserError, match="2.png: image is 48x32 but its annotations say 50x32"):
+    with pytest.raises(UserError, match="2.png: image is 48x32 but its annotations say 50x32"):
         ds[2]
 
 
@@ -233,7 +236,7 @@ def test_sampler_shards_the_epoch_over_ranks(monkeypatch, pad):
     full = list(EpochSampler(10, seed=3))
     shares = []
     for rank in range(4):
-        monkeypatch.setattr(data, "rank_and_world", lambda rank=rank: (rank, 4))
+        monkeypatch.setattr(sampler_module, "rank_and_world", lambda rank=rank: (rank, 4))
         shares.append(list(EpochSampler(10, seed=3, pad=pad)))
     assert sorted(i for share in shares for i in share[:2]) == sorted(full[:8])
     if pad:  # equal steps on every rank: two ranks repeat the epoch's first samples

@@ -9,7 +9,10 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import TINY, data_args, run_cli
+
+from tests.conftest import TINY, data_args, run_cli
+
+pytestmark = pytest.mark.slow  # real studies with injected faults
 
 TESTS = Path(__file__).parent
 PLAN = ["raise", "nan", "oom", "worker_loss", "none"]

@@ -9,16 +9,9 @@ from hypothesis import strategies as st
 
 from mal.errors import UserError
 from mal.spec import ExperimentSpec, load_spec
+from plumbing.fields import leaf_fields
 
-
-def _leaves(node: dict, prefix: str = "") -> list[str]:
-    return [
-        leaf for key, value in node.items()
-        for leaf in (_leaves(value, f"{prefix}{key}.") if isinstance(value, dict) and value else [f"{prefix}{key}"])
-    ]  # fmt: skip
-
-
-FIELDS = _leaves(ExperimentSpec().to_dict())
+FIELDS = list(leaf_fields(ExperimentSpec))
 SECTIONS = sorted({p.split(".")[0] for p in FIELDS})
 # Values that probe YAML typing and the validators: numbers at and past their limits, non-finite floats,
 # wrong types, nested containers, tags, anchors, and text that is almost YAML.

@@ -13,12 +13,12 @@ import torch
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from automl.labeling import actor_resources, label_with_ray
 from mal import runner
 from mal.coco import load_coco
 from mal.data import label_units
 from mal.errors import UserError
 from mal.module import MALModule
+from mal.runner.ray_labeling import actor_resources, label_with_ray
 from mal.spec import load_spec
 from tests.conftest import TINY, data_args, run_cli
 
@@ -39,6 +39,7 @@ def _inference_args(ann: Path, images: Path, checkpoint: Path, dump: str) -> lis
     ]
 
 
+@pytest.mark.slow
 def test_ray_engine_writes_the_local_engines_labels(trained, demo_data, tmp_path):
     """`mal inference inference.engine=ray` (2 actors) against the local engine on the demo validation set."""
     ann, images = demo_data / "val" / "annotations.json", demo_data / "val" / "images"

@@ -11,7 +11,11 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import BIN, ROOT, TINY, data_args, run_cli
+import pytest
+
+from tests.conftest import BIN, ROOT, TINY, data_args, run_cli
+
+pytestmark = pytest.mark.slow  # a real study, killed and resumed
 
 FINAL = {"COMPLETED", "STOPPED", "FAILED"}
 TRIALS = 4

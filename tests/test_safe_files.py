@@ -220,16 +220,16 @@ def test_mlflow_ui_listens_on_loopback_only_by_default(tmp_path):
             ui.wait()
 
 
-def test_studies_start_ray_without_its_dashboard(monkeypatch):
+def test_studies_and_labeling_start_ray_without_its_dashboard(monkeypatch):
     import ray
 
-    from automl import study
+    from plumbing.ray_session import connect_ray
 
     calls = []
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda *args, **kwargs: calls.append(kwargs))
-    study._init_ray()
+    assert connect_ray() is True
     assert len(calls) == 1 and calls[0]["include_dashboard"] is False
 
 

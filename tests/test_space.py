@@ -11,12 +11,13 @@ import optuna
 import pytest
 import yaml
 
+from automl.registry import get_model
 from automl.space import SearchSpace, load_space_file, resolve_space
 from mal.errors import UserError
 from mal.spec import load_spec, with_values
 
-ROOT = Path(__file__).resolve().parents[1]
-MAL_YAML = ROOT / "automl" / "search_spaces" / "mal.yaml"
+MAL = get_model("mal")
+MAL_YAML = MAL.search_space
 TAO_SCHEMA = Path(__file__).parent / "data" / "tao_train.schema.json"
 DEMO_OVERRIDES = ["model.arch=vit-micro/8", "dataset.crop_size=96"]
 
@@ -34,7 +35,7 @@ def _resolve(
 ) -> SearchSpace:
     space_file = load_space_file(_space(tmp_path, parameters, **top))
     return resolve_space(
-        space_file, spec or load_spec(None), hyperparameters or list(parameters), range_overrides or {}
+        MAL, space_file, spec or load_spec(None), hyperparameters or list(parameters), range_overrides or {}
     )
 
 
@@ -47,7 +48,7 @@ def _all_offered(space_file) -> list[str]:
 
 def test_shipped_mal_space_defaults_resolve_with_the_paper_recipe_as_warm_start():
     space_file = load_space_file(MAL_YAML)
-    space = resolve_space(space_file, load_spec(None), None, {})
+    space = resolve_space(MAL, space_file, load_spec(None), None, {})
     assert sorted(space.names) == sorted(space_file.default_parameters)
     assert {
         "train.lr",
@@ -73,7 +74,7 @@ def test_shipped_mal_space_defaults_resolve_with_the_paper_recipe_as_warm_start(
 def test_every_offered_mal_parameter_resolves_and_samples_valid_specs(overrides):
     spec = load_spec(None, overrides)
     space_file = load_space_file(MAL_YAML)
-    space = resolve_space(space_file, spec, _all_offered(space_file), {})
+    space = resolve_space(MAL, space_file, spec, _all_offered(space_file), {})
     names = space.names
     assert names.index("train.crf_value_high_thres") < names.index("train.crf_value_low_thres")
     assert names.index("model.not_adjust_scale") < names.index("model.mask_scale_ratio_pre")
@@ -267,7 +268,7 @@ def test_override_narrows_range_and_keeps_matching_weights(tmp_path):
 
 def test_to_optuna_builds_matching_distributions():
     space_file = load_space_file(MAL_YAML)
-    dists = resolve_space(space_file, load_spec(None), _all_offered(space_file), {}).to_optuna()
+    dists = resolve_space(MAL, space_file, load_spec(None), _all_offered(space_file), {}).to_optuna()
     fd, idist, cd = (
         optuna.distributions.FloatDistribution,
         optuna.distributions.IntDistribution,
@@ -410,11 +411,11 @@ def test_tao_schema_converts_and_resolves():
         assert space_file.is_disabled(name), name
     assert not space_file.is_disabled("model.teacher_momentum")  # named default beats the disabled subtree
 
-    space = resolve_space(space_file, load_spec(None), None, {})
+    space = resolve_space(MAL, space_file, load_spec(None), None, {})
     assert sorted(space.names) == sorted(space_file.default_parameters)
     assert space.warm_start["train.lr"] == 1.5e-6 and space.warm_start["train.crf_kernel_size"] == 3
     with pytest.raises(UserError, match="dataset.crop_size: disabled in the search space"):
-        resolve_space(space_file, load_spec(None), ["dataset.crop_size"], {})
+        resolve_space(MAL, space_file, load_spec(None), ["dataset.crop_size"], {})
 
 
 def test_tao_infinite_maximum_is_an_error_until_narrowed(tmp_path):
@@ -425,6 +426,6 @@ def test_tao_infinite_maximum_is_an_error_until_narrowed(tmp_path):
     assert "Infinity" in path.read_text()
     space_file = load_space_file(path)
     with pytest.raises(UserError, match=r"train.lr: high=inf is not a finite bound"):
-        resolve_space(space_file, load_spec(None), None, {})
-    narrowed = resolve_space(space_file, load_spec(None), None, {"train.lr": {"high": 1.0e-4}})
+        resolve_space(MAL, space_file, load_spec(None), None, {})
+    narrowed = resolve_space(MAL, space_file, load_spec(None), None, {"train.lr": {"high": 1.0e-4}})
     assert next(p for p in narrowed.params if p.name == "train.lr").high == 1.0e-4

@@ -14,8 +14,11 @@ import urllib.request
 import pytest
 from mlflow import MlflowClient
 
-from automl.tracking import file_hash, promote_champion
+from automl.tracking import promote_champion
+from plumbing.files import file_hash
 from tests.conftest import BIN, ROOT, TINY, data_args, run_cli
+
+pytestmark = pytest.mark.slow  # a real study tracked on a real MLflow server
 
 ARTIFACTS = ROOT / "test-artifacts"
 

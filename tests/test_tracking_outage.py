@@ -7,6 +7,7 @@ import csv
 import io
 import socket
 
+import pytest
 from rich.console import Console
 
 import automl.study
@@ -63,6 +64,7 @@ def _dead_port() -> int:
         return sock.getsockname()[1]  # closed again: nothing listens there
 
 
+@pytest.mark.slow
 def test_a_study_completes_while_the_tracking_server_is_down(tiny_data, tmp_path, monkeypatch):
     monkeypatch.setattr(automl.study, "TRACKING_FLUSH_SECONDS", 3.0)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -72,9 +74,10 @@ def test_a_study_completes_while_the_tracking_server_is_down(tiny_data, tmp_path
         *TINY, *data_args(tiny_data), f"results_dir={tmp_path}", "automl.algorithm=random", "automl.max_trials=2",
         "automl.max_epochs=1", "automl.grace_period=1", "automl.max_concurrent=2", f"automl.tracking_uri={uri}",
     ])
-    space = resolve_space(load_space_file(get_model("mal").search_space), spec, ["train.lr"], {})
+    model = get_model("mal")
+    space = resolve_space(model, load_space_file(model.search_space), spec, ["train.lr"], {})
     out = io.StringIO()
-    result = automl.study.run_study(get_model("mal"), spec, space, tmp_path, Console(file=out, width=300))
+    result = automl.study.run_study(model, spec, space, tmp_path, Console(file=out, width=300))
     printed = out.getvalue()
     assert result.state.status == "completed" and (tmp_path / "best" / "model.pth").is_file()
     rows = list(csv.DictReader((tmp_path / "leaderboard.csv").open()))

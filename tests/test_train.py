@@ -19,6 +19,8 @@ from mal import runner
 from mal.spec import load_spec
 from tests.conftest import TINY, data_args, run_cli
 
+pytestmark = pytest.mark.slow  # every test here trains MAL (or reads what its module's run trained)
+
 
 class StepLog(Callback):
     """lr used at every optimizer step, and the weights at the end."""

@@ -3,22 +3,26 @@
 The driver holds only the annotation index: units of boxes (image paths and boxes, no pixels) stream to
 the actors, which decode, crop and label them with the same `mal.runner.Labeler` a local run uses, and
 stream back small annotation dicts (COCO RLE strings). Registered as the `ray` engine of the
-`mal.inference_engines` entry-point group, so `mal` reaches it without importing Ray.
+`mal.inference_engines` entry-point group, so the rest of `mal` never imports Ray; Ray Data comes with
+the `ray` extra (`pip install 'automl-mal[ray]'`).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
-import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
+import ray
+import torch
 
 from mal.errors import UserError
+from mal.runner.evaluate import load_module
+from mal.runner.labeling import Labeler
 from mal.spec import ExperimentSpec
+from plumbing.ray_session import connect_ray
 
 USER_ERROR = "user_error"  # key of the row an actor returns instead of annotations when the input is at fault
 
@@ -27,10 +31,6 @@ class LabelerActor:
     """One Ray actor: loads the checkpoint once, then labels the units it is given."""
 
     def __init__(self, spec: ExperimentSpec, threads: int, use_gpu: bool) -> None:
-        import torch
-
-        from mal.runner import Labeler
-
         torch.set_num_threads(threads)  # the actor's CPU share: actors on one node must not oversubscribe it
         self.labeler = Labeler(spec, torch.device("cuda" if use_gpu else "cpu"))
 
@@ -44,22 +44,6 @@ class LabelerActor:
         return {"annotation": np.array([json.dumps(ann) for ann in annotations], dtype=object)}
 
 
-def _connect() -> bool:
-    """Join $RAY_ADDRESS when set, else start a quiet local Ray; True when this call started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    ray.init(
-        address=os.environ.get("RAY_ADDRESS") or None,
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level=logging.ERROR,
-        configure_logging=True,
-    )
-    return True
-
-
 def actor_resources(spec: ExperimentSpec, cluster: dict[str, float]) -> tuple[int, float, float]:
     """(actors, CPUs per actor, GPUs per actor): one actor per GPU when labeling on GPUs, else one per CPU,
     unless inference.num_workers says otherwise; the cluster's CPUs (and GPUs) are shared out evenly."""
@@ -70,12 +54,8 @@ def actor_resources(spec: ExperimentSpec, cluster: dict[str, float]) -> tuple[in
 
 def label_with_ray(spec: ExperimentSpec, units: list[list[dict]]) -> tuple[Iterable[dict[str, Any]], str]:
     """The `ray` inference engine (see mal.runner.infer): Ray Data `map_batches` over an actor pool."""
-    import ray
-
-    from mal.runner import load_module
-
     load_module(spec, spec.inference.checkpoint)  # a checkpoint that does not fit fails here in one line, not in every actor
-    started = _connect()
+    started = connect_ray()
     actors, cpus, gpus = actor_resources(spec, ray.cluster_resources())
     labels = ray.data.from_items([{"unit": json.dumps(unit)} for unit in units]).map_batches(
         LabelerActor,

@@ -1,0 +1,82 @@
+"""Promotion: the best trial's best checkpoint evaluated once more on a Ray worker (the driver imports no
+torch), and best/ written: the weights-only file, the winning spec and that evaluation's metrics."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from automl.registry import TunableModel
+from automl.state import BEST_DIR, TrialRecord
+from automl.tracking import WEIGHTS_FILE
+from automl.trial import trial_dir, trial_spec
+from plumbing.errors import UserError
+from plumbing.files import atomic_write_text
+from plumbing.safe_yaml import dump_yaml
+
+
+class Promoter:
+    """The final evaluation's process, started with the study so that its imports (seconds of torch and
+    Lightning) are done by the time the last trial ends. Idle until then; it holds no CPU."""
+
+    def __init__(self, modules: str) -> None:
+        for module in modules.split(","):
+            importlib.import_module(module)
+
+    def promote(self, *args: Any, threads: int) -> tuple[Path, dict]:
+        import torch
+
+        torch.set_num_threads(threads)
+        return _promote(*args)
+
+
+def start_promoter(model: TunableModel, settings: dict[str, Any]) -> Any:
+    """A warm Promoter for studies on CPUs; GPU studies evaluate in a task given a trial's GPU at the end."""
+    import ray
+
+    if settings["gpus_per_trial"] or settings["workers_per_trial"] > 1:
+        return None
+    return ray.remote(Promoter).options(num_cpus=0).remote(model.code_modules())
+
+
+def promote(
+    model: TunableModel, spec: Any, best: TrialRecord, study_dir: Path, settings: dict[str, Any], promoter: Any = None
+) -> tuple[Path, dict]:
+    """best/ from the best trial, evaluated with a trial's resources; the model's user errors stay one line."""
+    import ray
+
+    args = (model, spec, best, study_dir, settings["max_epochs"])
+    if promoter is not None:
+        ref = promoter.promote.remote(*args, threads=max(1, int(settings["cpus_per_trial"])))
+    else:
+        task = ray.remote(_promote).options(num_cpus=settings["cpus_per_trial"], num_gpus=settings["gpus_per_trial"])
+        ref = task.remote(*args)
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, (UserError, *model.user_errors)):
+            raise UserError(str(exc.cause)) from None
+        raise
+
+
+def _promote(model: TunableModel, spec: Any, best: TrialRecord, study_dir: Path, max_epochs: int) -> tuple[Path, dict]:
+    trained = trial_spec(model, spec.model_dump(mode="json"), best.params, trial_dir(study_dir, best.trial_id), max_epochs)
+    train_dir = model.train_dir(trained)
+    checkpoint = train_dir / model.best_checkpoint
+    if not checkpoint.is_file():
+        checkpoint = train_dir / model.latest_checkpoint
+    if not checkpoint.is_file():
+        raise UserError(f"best trial {best.trial_id} left no checkpoint in {train_dir}")
+    best_dir = study_dir / BEST_DIR
+    best_dir.mkdir(parents=True, exist_ok=True)
+    weights = best_dir / WEIGHTS_FILE
+    model.entry("export_weights")(checkpoint, weights)
+    winner = model.spec_with(
+        spec, best.params,
+        results_dir=str(best_dir.resolve()), epochs=max_epochs, evaluate_checkpoint=str(weights.resolve()), resume_from=None,
+    )
+    atomic_write_text(best_dir / "spec.yaml", dump_yaml(winner.model_dump(mode="json")))
+    metrics, written = model.entry("evaluate")(winner)
+    atomic_write_text(best_dir / "metrics.json", Path(written).read_text())
+    return best_dir, metrics

@@ -1,0 +1,182 @@
+"""The resolved space of one study and how it is sampled: Optuna distributions and define-by-run
+suggestions, weighted random draws, and grids, with conditions switched off and constraints clamped."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import optuna
+
+from automl.space.schema import ParamSpec, on_grid, range_text, same_value
+from plumbing.errors import UserError
+
+MAX_GRID_VALUES = 64  # per parameter: a grid beyond this is a typo or a missing step, not a plan
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The resolved space of one study: parameters in dependency order plus the spec values they may read."""
+
+    model: str
+    params: tuple[ParamSpec, ...]
+    base: dict[str, Any]
+    warm_start: dict[str, Any]
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.params]
+
+    def to_optuna(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        """Static distributions over the full ranges; conditions and constraints need `suggest` (define-by-run)."""
+        return {p.name: _distribution(p) for p in self.params}
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Sample one trial define-by-run: inactive parameters are not sampled, constrained ranges are clamped."""
+        return self._walk(lambda d: _suggest_one(trial, d))
+
+    def random_sample(self, rng: np.random.Generator) -> dict[str, Any]:
+        """Sample with option weights and log scales honoured (what Optuna's samplers cannot do with weights)."""
+        return self._walk(lambda d: _draw(d, rng))
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every combination of a finite space (inactive parameters left out, constraints applied)."""
+        for p in self.params:
+            _grid_values(p, f"search space '{self.model}': grid search")
+        rows: list[dict[str, Any]] = [{}]
+        for p in self.params:
+            expanded = []
+            for row in rows:
+                allowed = domain(p, {**self.base, **row})
+                expanded += (
+                    [row] if allowed is None else [{**row, p.name: v} for v in _grid_values(allowed, "")]
+                )
+            rows = expanded
+        return rows
+
+    def describe(self) -> list[str]:
+        """One human line per parameter, for the study log."""
+        lines = []
+        for p in self.params:
+            text = f"{p.name}: {p.type} {range_text(p)}"
+            if p.weights:
+                text += f" weights {p.weights}"
+            if p.condition is not None:
+                text += f"; only when {p.condition.text()}"
+            if p.constraint is not None:
+                text += f"; must be {p.constraint.strip()}"
+            lines.append(text)
+        return lines
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able record of exactly what was searched, for tracking and study.json."""
+        params = {
+            p.name: p.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"name"})
+            for p in self.params
+        }
+        return {"model": self.model, "parameters": params, "base": self.base, "warm_start": self.warm_start}
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> SearchSpace:
+        """The space `to_dict` recorded (study.json keeps one)."""
+        params = tuple(ParamSpec.model_validate({"name": n, **body}) for n, body in record["parameters"].items())
+        return cls(record["model"], params, dict(record["base"]), dict(record["warm_start"]))
+
+    def _walk(self, pick: Callable[[ParamSpec], Any]) -> dict[str, Any]:
+        """Visit parameters in dependency order so conditions and constraints see their targets' values."""
+        values, chosen = dict(self.base), {}
+        for p in self.params:
+            allowed = domain(p, values)
+            if allowed is not None:
+                chosen[p.name] = values[p.name] = pick(allowed)
+        return chosen
+
+
+def domain(p: ParamSpec, values: dict[str, Any]) -> ParamSpec | None:
+    """p's range given the values already fixed: None when its condition is off, clamped by its constraint."""
+    if p.condition is not None and not any(same_value(values[p.condition.param], v) for v in p.condition.values):
+        return None
+    return clamp(p, values)
+
+
+def clamp(p: ParamSpec, values: dict[str, Any]) -> ParamSpec:
+    """p's range narrowed so that its constraint holds against the target's value in `values`."""
+    if p.constraint is None:
+        return p
+    op, target = p.relation
+    edge = _edge(p, values[target], op)
+    bounds = {"high": min(p.high, edge)} if op[0] == "<" else {"low": max(p.low, edge)}
+    return p.model_copy(update=bounds)
+
+
+def _edge(p: ParamSpec, bound: float, op: str) -> float:
+    """The extreme value of p's grid (or of the reals) that still satisfies `value op bound`."""
+    below, strict = op[0] == "<", op in ("<", ">")
+    step = p.step if p.step is not None else (1 if p.type == "int" else None)
+    if step is None:
+        return math.nextafter(bound, -math.inf if below else math.inf) if strict else bound
+    q = (bound - p.low) / step
+    exact = on_grid(bound, p.low, step)
+    k = round(q) if exact else (math.floor(q) if below else math.ceil(q))
+    if exact and strict:
+        k += -1 if below else 1
+    return _grid_point(p, k)
+
+
+def _distribution(p: ParamSpec) -> optuna.distributions.BaseDistribution:
+    if p.type == "float":
+        return optuna.distributions.FloatDistribution(p.low, p.high, log=p.log, step=p.step)
+    if p.type == "int":
+        return optuna.distributions.IntDistribution(int(p.low), int(p.high), log=p.log, step=int(p.step or 1))
+    return optuna.distributions.CategoricalDistribution(p.options)
+
+
+def _suggest_one(trial: optuna.Trial, p: ParamSpec) -> Any:
+    if p.type == "float":
+        return trial.suggest_float(p.name, p.low, p.high, log=p.log, step=p.step)
+    if p.type == "int":
+        return trial.suggest_int(p.name, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+    return trial.suggest_categorical(p.name, p.options)
+
+
+def _draw(p: ParamSpec, rng: np.random.Generator) -> Any:
+    if p.type in ("categorical", "bool"):
+        w = np.asarray(p.weights or [1.0] * len(p.options), dtype=float)
+        return p.options[int(rng.choice(len(p.options), p=w / w.sum()))]
+    if p.step is not None or (p.type == "int" and not p.log):
+        return _grid_point(p, int(rng.integers(0, _grid_size(p))))
+    if p.type == "int":  # log-uniform over [low-0.5, high+0.5], then rounded, as Optuna does
+        x = math.exp(rng.uniform(math.log(p.low - 0.5), math.log(p.high + 0.5)))
+        return int(min(max(round(x), p.low), p.high))
+    if p.log:
+        return float(math.exp(rng.uniform(math.log(p.low), math.log(p.high))))
+    return float(rng.uniform(p.low, p.high))
+
+
+def _grid_values(p: ParamSpec, where: str) -> list[Any]:
+    if p.type in ("categorical", "bool"):
+        return p.options
+    if p.type == "float" and p.step is None:
+        raise UserError(
+            f"{where}: {p.name}: a grid needs finite values; give this float parameter a step or choices"
+        )
+    n = _grid_size(p)
+    if n > MAX_GRID_VALUES:
+        raise UserError(
+            f"{where}: {p.name}: {n} values is too many for a grid (limit {MAX_GRID_VALUES}); use a larger step or narrow the range"
+        )
+    return [_grid_point(p, k) for k in range(n)]
+
+
+def _grid_size(p: ParamSpec) -> int:
+    return math.floor((p.high - p.low) / (p.step or 1) + 1e-9) + 1
+
+
+def _grid_point(p: ParamSpec, k: int) -> float | int:
+    value = p.low + k * (p.step or 1)
+    if p.type == "int":
+        return int(round(value))
+    return float(f"{value:.12g}")  # 12 significant digits drop float noise like 0.30000000000000004

@@ -1,0 +1,137 @@
+"""The boxes a run uses, and the datasets of their crops: random train views (student and teacher), fixed
+test crops; each distinct image is decoded once per batch, through the process's image cache."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as F
+from torch.utils.data import Dataset
+
+from mal.coco import CocoSet
+from mal.data import images
+from mal.data.augment import colour_augment
+from mal.data.crops import box_crop, eval_item, eval_margins, normalize, train_margins
+from mal.errors import UserError
+
+FLIP_P = 0.5
+MIN_SIDE_PX = 2
+
+
+def train_instances(coco: CocoSet, min_obj_size: float, max_obj_size: float) -> tuple[list[dict], int]:
+    """Boxes MAL learns from (size window, w and h > 2 px, no crowds) and how many were skipped."""
+    kept = [
+        ann
+        for ann in coco.anns
+        if min_obj_size < ann["bbox"][2] * ann["bbox"][3] < max_obj_size
+        and ann["bbox"][2] > MIN_SIDE_PX
+        and ann["bbox"][3] > MIN_SIDE_PX
+        and not ann.get("iscrowd")
+    ]
+    return kept, len(coco.anns) - len(kept)
+
+
+def usable_train_instances(coco: CocoSet, min_obj_size: float, max_obj_size: float) -> tuple[list[dict], int]:
+    """`train_instances`, refusing a training set that leaves no box to learn from."""
+    kept, skipped = train_instances(coco, min_obj_size, max_obj_size)
+    if not kept:
+        raise UserError(
+            f"{coco.source}: no training box passes dataset.min_obj_size={min_obj_size:g} < w*h < "
+            f"max_obj_size={max_obj_size:g} (and w, h > {MIN_SIDE_PX}, not crowd)"
+        )
+    return kept, skipped
+
+
+def eval_instances(coco: CocoSet) -> list[dict]:
+    """Every box, crowds and tiny ones too: evaluation and inference decide, so nothing is dropped silently."""
+    return list(coco.anns)
+
+
+def collate(batch: list[dict]) -> dict[str, torch.Tensor]:
+    return {key: torch.stack([item[key] for item in batch]) for key in batch[0]}
+
+
+class _BoxCrops(Dataset):
+    """Shared machinery: batched fetch that decodes each distinct image once, through the process's
+    image cache (every data-loader worker keeps its own)."""
+
+    def __init__(self, coco: CocoSet, instances: list[dict], crop_size: int) -> None:
+        self.coco = coco
+        self.instances = instances
+        self.crop_size = crop_size
+
+    def __len__(self) -> int:
+        return len(self.instances)
+
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list) -> list[dict[str, torch.Tensor]]:
+        """Indices are sample numbers, or (epoch, sample) pairs from an epoch-tagging sampler."""
+        anns = [self.instances[i[1] if isinstance(i, tuple) else i] for i in indices]
+        pixels = {iid: self._image(iid) for iid in dict.fromkeys(ann["image_id"] for ann in anns)}
+        return [self._item(i, ann, pixels[ann["image_id"]]) for i, ann in zip(indices, anns, strict=True)]
+
+    def _item(self, index: int, ann: dict, image: np.ndarray) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def _image(self, image_id: int) -> np.ndarray:
+        info = self.coco.images[image_id]
+        return images.IMAGE_CACHE.load(Path(self.coco.image_path(image_id)), image_id, (info["height"], info["width"]))
+
+
+class MALTrainDataset(_BoxCrops):
+    """Random crop + flip shared by both views; colour augmentation on the student view only.
+
+    Randomness is seeded by (seed, epoch, index). Call `set_epoch` before each epoch's iterator is created
+    (workers copy the dataset when they start, so persistent workers would keep a stale epoch).
+    """
+
+    def __init__(
+        self,
+        coco: CocoSet,
+        instances: list[dict],
+        crop_size: int,
+        margin_rate: Sequence[float],
+        seed: int,
+    ) -> None:
+        super().__init__(coco, instances, crop_size)
+        self.margin_rate = tuple(margin_rate)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _item(self, index: int | tuple[int, int], ann: dict, image: np.ndarray) -> dict[str, torch.Tensor]:
+        epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
+        rng = np.random.default_rng((self.seed, epoch, index))
+        crop, boxmask, _ = box_crop(image, ann["bbox"], train_margins(rng, self.margin_rate), self.crop_size)
+        if rng.random() < FLIP_P:
+            crop, boxmask = F.horizontal_flip(crop), F.horizontal_flip(boxmask)
+        return {
+            "image": normalize(colour_augment(crop, rng)),
+            "timage": normalize(crop),
+            "boxmask": boxmask,
+            "box_area": torch.tensor(ann["bbox"][2] * ann["bbox"][3], dtype=torch.float32),
+        }
+
+
+class MALEvalDataset(_BoxCrops):
+    """Deterministic test crops plus what paste-back and metrics need (crop box, ids, image size)."""
+
+    def __init__(
+        self,
+        coco: CocoSet,
+        instances: list[dict],
+        crop_size: int,
+        test_margin_rate: Sequence[float],
+    ) -> None:
+        super().__init__(coco, instances, crop_size)
+        self.margins = eval_margins(test_margin_rate)
+
+    def _item(self, index: int, ann: dict, image: np.ndarray) -> dict[str, torch.Tensor]:
+        return eval_item(image, ann, self.margins, self.crop_size)

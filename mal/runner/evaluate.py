@@ -1,0 +1,65 @@
+"""`mal evaluate`: a trained MAL loaded from its checkpoint, scored on dataset.val_* (mIoU, mask AP)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mal import checkpoint as ckpt
+from mal.coco import CocoSet
+from mal.errors import UserError
+from mal.module import MALModule, compute_metrics
+from mal.runner.devices import autocast, device, to_device
+from mal.runner.loaders import loader, validation_set
+from mal.spec import ExperimentSpec
+from plumbing.files import atomic_write_text
+
+log = logging.getLogger("mal")
+
+
+def load_module(spec: ExperimentSpec, checkpoint_path: str, val_coco: CocoSet | None = None) -> MALModule:
+    """A MALModule with a checkpoint's weights; a mismatch with model.* names what the checkpoint was."""
+    raw = ckpt.load(checkpoint_path, foreign=True)
+    module = MALModule(spec, val_coco)
+    state = ckpt.network_state(raw)
+    if not any(k.startswith("teacher.") for k in state):  # a student-only weights file: the teacher is its copy
+        state |= {f"teacher.{k.removeprefix('student.')}": v for k, v in state.items()}
+    trained = raw.get("mal_spec", {}).get("model", {})
+    hint = f" (it was trained with model.arch={trained.get('arch')})" if trained else ""
+    try:
+        result = module.net.load_state_dict(state, strict=False)
+    except RuntimeError:  # a tensor of the wrong shape
+        raise UserError(f"{checkpoint_path} does not fit model.arch={spec.model.arch} and its head settings{hint}") from None
+    if result.missing_keys:
+        raise UserError(
+            f"{checkpoint_path} does not fit model.arch={spec.model.arch}: it has no {result.missing_keys[0]} "
+            f"(+{len(result.missing_keys) - 1} more){hint}"
+        )
+    ignored = f"; ignored {len(result.unexpected_keys)} others, e.g. {result.unexpected_keys[0]}" if result.unexpected_keys else ""
+    log.warning("loaded %d tensors (student and teacher) from %s%s", len(state) - len(result.unexpected_keys), checkpoint_path, ignored)
+    return module.eval()
+
+
+def write_json(data: Any, path: Path) -> Path:
+    return atomic_write_text(path, json.dumps(data))
+
+
+def evaluate(spec: ExperimentSpec) -> tuple[dict[str, float], Path]:
+    """mIoU (all/small/medium/large), mask AP and AP50 of evaluate.checkpoint on dataset.val_*."""
+    e = spec.evaluate
+    val_coco, val_set = validation_set(spec)
+    on = device(e.num_gpus)
+    module = load_module(spec, e.checkpoint, val_coco).to(on)
+    batches = loader(val_set, e.batch_size, spec.dataset.num_workers_per_gpu)
+    module.on_validation_epoch_start()
+    with torch.inference_mode(), autocast(on, spec.train.use_amp):
+        for i, batch in enumerate(batches):
+            module.validation_step(to_device(batch, on), i)
+    metrics = compute_metrics(module._records, val_coco.raw)
+    metrics["checkpoint"] = str(e.checkpoint)
+    clean = {k: (None if isinstance(v, float) and v != v else v) for k, v in metrics.items()}
+    return clean, write_json(clean, spec.output_dir("evaluate") / "metrics.json")

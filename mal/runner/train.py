@@ -1,0 +1,166 @@
+"""`mal train`: data, MAL and a Lightning Trainer from a spec; resumes from the latest checkpoint and keeps
+the best one by validation mIoU (TAO's checkpoint names)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from mal import checkpoint as ckpt
+from mal.coco import load_coco
+from mal.data import EpochSampler, MALTrainDataset, rank_and_world, usable_train_instances
+from mal.errors import TrainingFailure
+from mal.module import MALModule
+from mal.names import BEST_NAME, EPOCH_TEMPLATE, EXTENSION, LATEST_NAME, STEP_TEMPLATE
+from mal.runner.devices import precision, use_gpu
+from mal.runner.loaders import loader, validation_set
+from mal.spec import ExperimentSpec
+
+log = logging.getLogger("mal")
+
+
+class OutOfMemory(TrainingFailure):
+    """A training run did not fit in memory; the message says which knob to turn."""
+
+
+@dataclass
+class FitResult:
+    train_dir: Path
+    epochs_run: int
+    best_metric: float
+    best_checkpoint: Path | None
+
+    @classmethod
+    def of(cls, train_dir: Path, trainer: Any, best: Any) -> FitResult:
+        """What a finished Trainer and its best-checkpoint callback say about the run."""
+        score = best.best_model_score
+        return cls(
+            train_dir=train_dir,
+            epochs_run=trainer.current_epoch,
+            best_metric=float(score) if score is not None else float("nan"),
+            best_checkpoint=Path(best.best_model_path) if best.best_model_path else None,
+        )
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*Found .* module.*in eval mode.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")  # resuming there is the point
+
+
+def keep_best(train_dir: Path) -> ModelCheckpoint:
+    """mal_model_best.pth by validation mIoU, written when validation ends, so it exists before any
+    end-of-epoch hook reports that score (a scheduler may stop a trial inside its report; Lightning's
+    default would save after that)."""
+    best = ModelCheckpoint(
+        dirpath=train_dir, filename=BEST_NAME, monitor="mIoU", mode="max", save_top_k=1,
+        enable_version_counter=False, save_on_train_epoch_end=False,
+    )
+    best.FILE_EXTENSION = EXTENSION
+    return best
+
+
+def fit(
+    spec: ExperimentSpec,
+    callbacks: Sequence[Any] = (),
+    enable_progress_bar: bool = True,
+    logger: Any = None,
+    strategy: Any = None,
+    plugins: Sequence[Any] = (),
+    devices: Any = None,
+) -> FitResult:
+    """Train with the spec; resume from the given or the latest checkpoint of the train folder.
+
+    `strategy`/`plugins`/`devices` let a launcher that owns the processes (Ray Train) supply its own DDP
+    pieces (checkpoints are still written atomically); `world` is then what that launcher started.
+    """
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+
+    _quiet_lightning()
+    t, d = spec.train, spec.dataset
+    train_dir = spec.output_dir("train")
+    train_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(t.seed, workers=True, verbose=False)
+
+    train_coco = load_coco(d.train_ann_path, d.train_img_dir, check_images=True)
+    instances, skipped = usable_train_instances(train_coco, d.min_obj_size, d.max_obj_size)
+    if skipped:
+        log.warning("training on %d boxes; skipped %d outside the size filter or crowd", len(instances), skipped)
+    train_set = MALTrainDataset(train_coco, instances, d.crop_size, t.margin_rate, t.seed)
+    val_coco, val_set = validation_set(spec)
+    gpu = use_gpu(t.num_gpus)
+    if devices is None:
+        devices = t.gpu_ids if gpu else t.cpu_processes
+        world = (len(t.gpu_ids) if gpu else t.cpu_processes) * t.num_nodes
+    else:
+        world = rank_and_world()[1]  # the launcher has already made the process group
+    if not gpu and t.cpu_processes > 1 and strategy is None:
+        # each DDP process on CPU gets its share of the cores instead of all of them (oversubscription)
+        torch.set_num_threads(max(1, torch.get_num_threads() // t.cpu_processes))
+    workers = d.num_workers_per_gpu
+    # Our samplers shard over ranks themselves (Lightning's wrapper would break the mid-epoch resume).
+    train_sampler = EpochSampler(len(train_set), t.seed, tag_epoch=True)
+    train_loader = loader(train_set, t.batch_size, workers, train_sampler, train=True)
+    val_loader = loader(val_set, spec.evaluate.batch_size, workers, EpochSampler(len(val_set), 0, shuffle=False, pad=False))
+
+    batches_per_rank = math.ceil(len(train_set) / world / t.batch_size)
+    module = MALModule(spec, val_coco, steps_per_epoch=math.ceil(batches_per_rank / t.accum_grad_batches))
+    resume = t.resume_training_checkpoint_path or ckpt.latest(train_dir)
+    if not resume:
+        from mal.pretrained import load_pretrained
+
+        log.warning("\n".join(load_pretrained(module.net, t.pretrained_model_path, spec.model.arch)))
+
+    periodic = ModelCheckpoint(
+        dirpath=train_dir,
+        filename=STEP_TEMPLATE if t.checkpoint_interval_unit == "step" else EPOCH_TEMPLATE,
+        auto_insert_metric_name=False,
+        save_top_k=-1,
+        save_last=True,
+        enable_version_counter=False,  # a resumed run overwrites mal_model_latest.pth, never writes -v1 copies
+        every_n_epochs=t.checkpoint_interval if t.checkpoint_interval_unit == "epoch" else None,
+        every_n_train_steps=t.checkpoint_interval if t.checkpoint_interval_unit == "step" else None,
+    )
+    periodic.CHECKPOINT_NAME_LAST = LATEST_NAME
+    periodic.FILE_EXTENSION = EXTENSION
+    best = keep_best(train_dir)
+
+    trainer = L.Trainer(
+        accelerator="gpu" if gpu else "cpu",
+        devices=devices,
+        num_nodes=t.num_nodes,
+        strategy=strategy if strategy is not None else "ddp" if world > 1 else "auto",
+        plugins=[*plugins, ckpt.AtomicCheckpointIO()],
+        use_distributed_sampler=False,
+        precision=precision(t.use_amp, gpu),
+        max_epochs=t.num_epochs,
+        accumulate_grad_batches=t.accum_grad_batches,
+        check_val_every_n_epoch=t.validation_interval,
+        callbacks=[periodic, best, *callbacks],
+        logger=logger if logger is not None else CSVLogger(train_dir, name="", version="logs"),
+        enable_progress_bar=enable_progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=max(1, min(50, len(train_loader))),
+        default_root_dir=train_dir,
+    )
+    try:
+        trainer.fit(module, train_loader, val_loader, ckpt_path=str(resume) if resume else None, weights_only=True)
+    except torch.OutOfMemoryError as exc:
+        raise OutOfMemory(
+            f"out of {'GPU' if gpu else 'host'} memory at dataset.crop_size={d.crop_size}, train.batch_size={t.batch_size}: "
+            f"lower one of them (or set train.use_amp=true) ({str(exc).splitlines()[0][:160]})"
+        ) from None
+    return FitResult.of(train_dir, trainer, best)

@@ -1,0 +1,45 @@
+"""What every command line shares: user errors end in one line and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import typer
+
+from plumbing.errors import UserError
+
+SPEC_HELP = "Experiment spec (YAML)."
+OVERRIDES_HELP = "Overrides as section.field=value (YAML-typed), e.g. train.lr=1e-5."
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+# the -e option and the trailing overrides, spelled the same in every command that reads a spec
+SpecOption = typer.Option(..., "-e", "--experiment_spec", "--experiment-spec", help=SPEC_HELP, show_default=False)
+Overrides = typer.Argument(None, help=OVERRIDES_HELP, show_default=False)
+
+
+def command_line(help: str) -> typer.Typer:
+    """A typer app as every CLI here builds it: -h/--help, usage when called bare, no shell completion."""
+    return typer.Typer(add_completion=False, no_args_is_help=True, context_settings=CONTEXT, help=help)
+
+
+def fail(message: str, code: int = 2) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def run_cli(app: Callable[..., object], user_errors: Callable[[], tuple[type[BaseException], ...]] = lambda: (UserError,)) -> None:
+    """Run a typer app; a user error anywhere below becomes one line on stderr and exit 2.
+
+    `user_errors` is asked only once something was raised, so a CLI can count the error types of plugins it
+    loaded on the way (automl's registered models) without loading any up front."""
+    try:
+        app(standalone_mode=True)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception as exc:
+        if not isinstance(exc, user_errors()):
+            raise
+        # a user error raised in a data-loader worker comes back with the worker's traceback in its message
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        fail(lines[-1].strip() if lines else type(exc).__name__, getattr(exc, "exit_code", UserError.exit_code))

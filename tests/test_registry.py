@@ -1,0 +1,114 @@
+"""automl knows models only through the registry protocol: a model that is not MAL (tests/toy_model.py) runs a
+whole study, its own user errors end in one line, the protocol is checked when a model is loaded, and
+neither package reaches into the other's code."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from mlflow import MlflowClient
+
+from automl.registry import FIELDS, get_model, of
+from plumbing.errors import UserError
+from tests.conftest import ROOT, run_cli
+
+TESTS = Path(__file__).parent
+TOY = ["--model", "toy_model:TOY"]
+ON_PATH = {"PYTHONPATH": str(TESTS)}
+
+
+def _sources(package: str) -> dict[Path, str]:
+    return {path: path.read_text() for path in (ROOT / package).rglob("*.py")}
+
+
+def test_automl_names_no_model_field_file_metric_or_module():
+    forbidden = re.compile(r"\bmal\.|mal_model_|\bmask_AP|\bmIoU|[\"']mal[\"']|^\s*(from|import) mal\b", re.M)
+    found = [f"{path.relative_to(ROOT)}: {m.group(0)!r}" for path, text in _sources("automl").items() for m in forbidden.finditer(text)]
+    assert found == []
+
+
+@pytest.mark.parametrize(("package", "other"), [("mal", "automl"), ("plumbing", "automl"), ("plumbing", "mal")])
+def test_a_package_never_imports_the_one_above_it(package, other):
+    imports = re.compile(rf"^\s*(from|import) {other}\b", re.M)
+    assert [str(p.relative_to(ROOT)) for p, text in _sources(package).items() if imports.search(text)] == []
+
+
+def test_every_file_says_its_one_job_in_its_first_line():
+    for package in ("mal", "automl", "plumbing"):
+        for path, text in _sources(package).items():
+            assert text.startswith('"""') and len(text.splitlines()[0]) > 3 + 20, f"{path}: no one-line docstring first"
+
+
+def test_automl_help_imports_no_heavy_library():
+    """`automl --help` stays instant because the CLI defers Ray, Optuna, MLflow and torch to the commands
+    (bench/startup.py measures the seconds)."""
+    probe = (
+        "import sys\nfrom automl.cli import main\nsys.argv = ['automl', '--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print([m for m in ('torch', 'ray', 'mlflow', 'optuna', 'lightning', 'mal') if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0 and "run" in done.stdout, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_model_lacking_protocol_fields_is_refused_by_name():
+    with pytest.raises(UserError, match=r"--model x:Y: SimpleNamespace lacks .*registered_name.*automl.registry.TunableModel"):
+        of(SimpleNamespace(name="half"), "x:Y")
+    complete = SimpleNamespace(**{name: getattr(get_model("mal"), name) for name in FIELDS})
+    complete.spec_fields = {"results_dir": "results_dir"}
+    with pytest.raises(UserError, match="spec_fields lacks the roles epochs, validation_interval"):
+        of(complete, "x:Y")
+
+
+def test_unknown_model_names_are_one_line_with_a_suggestion():
+    with pytest.raises(UserError, match=r"unknown model 'mall' \(did you mean 'mal'\?\); registered: mal"):
+        get_model("mall")
+    assert get_model(None) is get_model("mal")  # the only registered model is the default
+
+
+def _toy_spec(tmp_path: Path) -> Path:
+    path = tmp_path / "toy.yaml"
+    path.write_text(f"out: {tmp_path / 'study'}\nautoml:\n  algorithm: random\n  max_trials: 3\n  max_epochs: 3\n")
+    return path
+
+
+def test_a_models_own_user_error_is_one_line_and_exit_2(tmp_path):
+    done = run_cli("automl", "run", *TOY, "-e", str(_toy_spec(tmp_path)), "bogus=1", env=ON_PATH, cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: toy spec: bogus: Extra inputs are not permitted")
+
+
+@pytest.mark.slow
+def test_a_model_that_is_not_mal_runs_a_study_end_to_end(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = run_cli("automl", "run", *TOY, "-e", str(_toy_spec(tmp_path)), "--tracking-uri", uri, "automl.max_concurrent=2",
+                   env=ON_PATH, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    study = tmp_path / "study"
+    doc = json.loads((study / "study.json").read_text())
+    assert doc["status"] == "completed" and (doc["settings"]["metric"], doc["settings"]["mode"]) == ("distance", "min")
+    rows = list(csv.DictReader((study / "leaderboard.csv").open()))
+    assert len(rows) == 3 and all(r["status"] == "COMPLETED" and r["epochs"] == "3" for r in rows)
+    lowest = min(rows, key=lambda r: float(r["best_distance"]))
+    assert doc["best"]["trial_id"] == lowest["trial_id"]  # minimised, as the model says
+    assert lowest["step_size"] == max((r["step_size"] for r in rows), key=float)  # the known best value
+    for record in doc["records"]:
+        assert [h["epoch"] for h in record["history"]] == [1, 2, 3] and all("distance" in h for h in record["history"])
+        assert (study / "trials" / record["trial_id"] / "fit" / "toy-best.ckpt").is_file()
+    final = json.loads((study / "best" / "metrics.json").read_text())
+    assert final["distance"] == pytest.approx(float(lowest["best_distance"]), abs=1e-6)
+    assert (study / "best" / "model.pth").is_file() and "final evaluation: distance" in done.stdout
+    champion = MlflowClient(uri).get_model_version_by_alias("toy-regressor", "champion")
+    assert champion.tags["distance"] == str(final["distance"]) and "toy-regressor@champion is version 1" in done.stdout
+
+    report = run_cli("automl", "report", str(study))  # from study.json alone: the toy writes no training log
+    assert report.returncode == 0, report.stderr
+    assert {Path(line).stem for line in report.stdout.split()} >= {"optimization_history", "learning_curves"}

@@ -117,16 +117,30 @@ class MaskHead(nn.Module):
 
 
 class RoIHead(nn.Module):
-    """K: one query vector per crop from the pooled map; K·V then reads the object out of V."""
+    """K: one query vector per crop from the pooled map; K·V then reads the object out of V.
 
-    def __init__(self, in_channels: int, out_channels: int):
+    `pooling="crop"` averages the whole crop (the original). `"box"` averages the box and, apart, the ring
+    around it, and the MLP reads both: the key then says what the object looks like next to its
+    surroundings, which the network would otherwise have to guess from a crop whose margin is random.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, pooling: str = "crop"):
         super().__init__()
-        self.mlp = nn.Sequential(
-            nn.Linear(in_channels, out_channels), nn.ReLU(), nn.Linear(out_channels, out_channels)
-        )
+        self.pooling = pooling
+        width = 2 * in_channels if pooling == "box" else in_channels
+        self.mlp = nn.Sequential(nn.Linear(width, out_channels), nn.ReLU(), nn.Linear(out_channels, out_channels))
 
-    def forward(self, feat: torch.Tensor) -> torch.Tensor:
-        return self.mlp(feat.mean(dim=(2, 3)))
+    def forward(self, feat: torch.Tensor, boxmask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.pooling == "crop":
+            return self.mlp(feat.mean(dim=(2, 3)))
+        if boxmask is None:
+            raise ValueError("model.key_pooling=box needs the crop's box mask")
+        inside = F.adaptive_avg_pool2d(boxmask.float(), feat.shape[-2:])
+
+        def mean(weights: torch.Tensor) -> torch.Tensor:
+            return (feat * weights).sum((2, 3)) / weights.sum((2, 3)).clamp(min=1e-6)
+
+        return self.mlp(torch.cat([mean(inside), mean(1 - inside)], 1))
 
 
 # ---------------------------------------------------------------------------------------------- network
@@ -147,12 +161,13 @@ class MALNet(nn.Module):
         mask_scale_ratio: float = 2.0,
         vit_dpr: float = 0.0,
         frozen_stages: list[int] | tuple[int, ...] = (-1,),
+        key_pooling: str = "crop",
     ):
         super().__init__()
         self.backbone = build_backbone(arch, crop_size, vit_dpr)
         freeze_stages(self.backbone, list(frozen_stages))
         channels = ARCHS[arch].embed_dim
-        self.roi_head = RoIHead(channels, mask_head_out_channel)
+        self.roi_head = RoIHead(channels, mask_head_out_channel, key_pooling)
         self.mask_head = MaskHead(
             channels, mask_head_num_convs, mask_head_hidden_channel, mask_head_out_channel, mask_scale_ratio
         )
@@ -172,17 +187,20 @@ class MALNet(nn.Module):
         logits = torch.einsum("bc,bchw->bhw", key, value).unsqueeze(1)
         return F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
 
-    def forward(self, image: torch.Tensor, box_area: torch.Tensor) -> torch.Tensor:
-        """`box_area` is the box's area in original-image pixels; it picks the feature scale."""
-        return self.forward_with_levels(image, box_area)[0]
+    def forward(self, image: torch.Tensor, box_area: torch.Tensor, boxmask: torch.Tensor | None = None) -> torch.Tensor:
+        """`box_area` is the box's area in original-image pixels; it picks the feature scale. `boxmask`, the
+        crop's box, is read by a box-pooled key (model.key_pooling=box)."""
+        return self.forward_with_levels(image, box_area, boxmask)[0]
 
-    def forward_with_levels(self, image: torch.Tensor, box_area: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward_with_levels(
+        self, image: torch.Tensor, box_area: torch.Tensor, boxmask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Mask logits and the encoder's feature maps they came from."""
         levels = encoder_levels(self.backbone, image)
-        return self._decode(fuse_levels(self.backbone, levels), box_area), levels
+        return self._decode(fuse_levels(self.backbone, levels), box_area, boxmask), levels
 
-    def _decode(self, feat: torch.Tensor, box_area: torch.Tensor) -> torch.Tensor:
-        key = self.roi_head(feat)
+    def _decode(self, feat: torch.Tensor, box_area: torch.Tensor, boxmask: torch.Tensor | None) -> torch.Tensor:
+        key = self.roi_head(feat, boxmask)
         out_size = (4 * feat.shape[-2], 4 * feat.shape[-1])
         if self.not_adjust_scale:
             return self._logits(feat, key, self.mask_scale_ratio_pre, out_size)
@@ -231,6 +249,7 @@ class MAL(nn.Module):
         self,
         image: torch.Tensor,
         box_area: torch.Tensor,
+        boxmask: torch.Tensor | None = None,
         use_teacher: bool = False,
         use_mixed: bool = False,
         use_flip: bool = False,
@@ -240,12 +259,12 @@ class MAL(nn.Module):
             [self.student, self.teacher] if use_mixed else [self.teacher] if use_teacher else [self.student]
         )
 
-        def run(x: torch.Tensor) -> torch.Tensor:
-            return torch.stack([net(x, box_area) for net in nets]).mean(0)
+        def run(x: torch.Tensor, box: torch.Tensor | None) -> torch.Tensor:
+            return torch.stack([net(x, box_area, box) for net in nets]).mean(0)
 
-        logits = run(image)
+        logits = run(image, boxmask)
         if use_flip:
-            logits = (logits + run(image.flip(-1)).flip(-1)) / 2
+            logits = (logits + run(image.flip(-1), None if boxmask is None else boxmask.flip(-1)).flip(-1)) / 2
         return logits
 
 
@@ -261,5 +280,6 @@ def build_mal(model_cfg: ModelConfig, crop_size: int) -> MAL:
         mask_scale_ratio=model_cfg.mask_scale_ratio,
         vit_dpr=model_cfg.vit_dpr,
         frozen_stages=model_cfg.frozen_stages,
+        key_pooling=model_cfg.key_pooling,
     )
     return MAL(student)

@@ -77,9 +77,9 @@ class MALModule(L.LightningModule):
             loader.mark_batches_done(batch_idx + 1)  # what a mid-epoch checkpoint must skip on resume
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        student = self.net.student(batch["image"], batch["box_area"])
+        student = self.net.student(batch["image"], batch["box_area"], batch["boxmask"])
         with torch.no_grad():
-            teacher, teacher_levels = self.net.teacher.forward_with_levels(batch["timage"], batch["box_area"])
+            teacher, teacher_levels = self.net.teacher.forward_with_levels(batch["timage"], batch["box_area"], batch["boxmask"])
         losses = mal_losses(
             student, teacher, batch["timage"], batch["boxmask"], self.spec.train, step=self.global_step,
             epoch=self.current_epoch, teacher_levels=teacher_levels,
@@ -130,7 +130,7 @@ class MALModule(L.LightningModule):
     def predict_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         e = self.spec.evaluate
         return self.net.predict(
-            batch["image"], batch["box_area"], use_teacher=e.use_teacher_test, use_mixed=e.use_mixed_model_test, use_flip=e.use_flip_test
+            batch["image"], batch["box_area"], batch["boxmask"], use_teacher=e.use_teacher_test, use_mixed=e.use_mixed_model_test, use_flip=e.use_flip_test
         )
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

@@ -195,3 +195,18 @@ def test_hub_weights_offline_is_a_user_error(monkeypatch):
     monkeypatch.setattr(mal.pretrained.timm, "create_model", offline)
     with pytest.raises(UserError, match="timm:vit_base_patch16_224.mae.*internet"):
         load_pretrained(MAL(_net()), "timm:vit_base_patch16_224.mae", "vit-micro/16")
+
+
+def test_box_pooled_key_reads_the_box_and_the_crop_key_does_not():
+    images = _images(1).repeat(2, 1, 1, 1)
+    boxes = torch.zeros(2, 1, CROP, CROP)
+    boxes[0, :, 8:40, 8:40] = 1
+    boxes[1, :, 24:56, 24:56] = 1
+    areas = torch.tensor([50.0**2, 50.0**2])
+    with torch.no_grad():
+        crop_key = _net().eval()(images, areas, boxes)
+        box_key = _net(key_pooling="box").eval()(images, areas, boxes)
+    assert torch.allclose(crop_key[0], crop_key[1])  # the original: the same crop gives the same mask
+    assert not torch.allclose(box_key[0], box_key[1], atol=1e-4)
+    with pytest.raises(ValueError, match="box mask"):
+        _net(key_pooling="box")(images, areas)

@@ -91,6 +91,9 @@ class ModelConfig(_Section):
     not_adjust_scale: bool = Field(False, description="Disable the per-size feature rescaling.")
     mask_scale_ratio_pre: float = Field(1, gt=0, description="Feature rescale when not_adjust_scale.")
     mask_scale_ratio: float = Field(2.0, gt=0, description="Upsampling before the last mask-head conv.")
+    key_pooling: Literal["crop", "box"] = Field(
+        "crop", description="Where the mask key K is pooled: the whole crop (the original), or the box and its ring apart."
+    )
     vit_dpr: float = Field(0.0, ge=0, lt=1, description="Stochastic depth (drop path) rate.")
 
 

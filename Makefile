@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BENCH_ARGS ?=
 DEMO_DIR := data/demo
 
-.PHONY: install demo test test-fast bench lint clean chromium
+.PHONY: install demo test test-fast bench gpu-check gpu-wheels gpu-data lint clean chromium
 
 install: $(STAMP)
 
@@ -36,6 +36,23 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# The prepared GPU check (bench/gpu_check.py). No install step: a GPU machine brings its own torch stack and
+# has no network, so it runs on the Python at hand (.venv here, python3 there) plus the wheels below.
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+GPU_CHECK_ARGS ?=
+
+gpu-check:
+	$(GPU_PYTHON) -m bench.gpu_check $(GPU_CHECK_ARGS)
+
+# What mal needs beyond a GPU image's packages, as CPython 3.12 wheels in .gpu-wheels/ (about 20 MB), and
+# coco128-seg's photos in .gpu-data/ (8 MB, optional): both ignored by git, carried to the GPU machine.
+gpu-wheels: $(STAMP)
+	$(BIN)/python -m bench.gpu_wheels
+
+gpu-data:
+	mkdir -p .gpu-data
+	cp -r $(or $(BENCH_DATA_DIR),../shared/data)/coco128-seg .gpu-data/
 
 lint: $(STAMP)
 	$(BIN)/ruff check mal automl plumbing tests bench

@@ -127,9 +127,11 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def write_result(name: str, settings: dict[str, Any], figures: dict[str, Any], quick: bool) -> Path:
-    """bench/results/<name>.json: the figures with the machine, versions and settings they came from."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+def write_result(name: str, settings: dict[str, Any], figures: dict[str, Any], quick: bool,
+                 folder: Path = RESULTS_DIR, quiet: bool = False) -> Path:
+    """bench/results/<name>.json (or in `folder`): the figures with the machine, versions and settings they
+    came from; `quiet` leaves out the line saying where."""
+    folder.mkdir(parents=True, exist_ok=True)
     doc = {
         "benchmark": name,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -138,11 +140,12 @@ def write_result(name: str, settings: dict[str, Any], figures: dict[str, Any], q
         "settings": settings,
         "figures": figures,
     }
-    path = RESULTS_DIR / f"{name}.json"
+    path = folder / f"{name}.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     tmp.replace(path)
-    console.print(f"[dim]wrote {path.relative_to(ROOT)}[/]")
+    if not quiet:
+        console.print(f"[dim]wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}[/]")
     return path
 
 

@@ -100,7 +100,7 @@ def data_pipeline(spec: Any, crops: int) -> float:
         torch.set_num_threads(threads)
 
 
-def _train_samples(spec: Any, count: int) -> list[dict[str, torch.Tensor]]:
+def train_samples(spec: Any, count: int) -> list[dict[str, torch.Tensor]]:
     from mal.coco import load_coco
     from mal.data import MALTrainDataset, train_instances
 
@@ -111,21 +111,15 @@ def _train_samples(spec: Any, count: int) -> list[dict[str, torch.Tensor]]:
     return [dataset[i % len(dataset)] for i in range(count)]
 
 
-def _eval_batches(spec: Any, batch: int, count: int) -> list[dict[str, torch.Tensor]]:
+def eval_batches(spec: Any, batch: int, count: int) -> list[dict[str, torch.Tensor]]:
     from mal.coco import load_coco
     from mal.data import MALEvalDataset, collate, eval_instances
 
     coco = load_coco(spec.dataset.val_ann_path, spec.dataset.val_img_dir)
     dataset = MALEvalDataset(coco, eval_instances(coco), spec.dataset.crop_size, spec.train.test_margin_rate)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=False, collate_fn=collate)
-    batches = []
-    for b in loader:
-        batches.append(b)
-        if len(batches) == count:
-            break
-    while len(batches) < count:  # a small val set is cycled
-        batches.append(batches[len(batches) % max(1, len(batches))])
-    return batches
+    # a val set smaller than the batches is cycled, so every batch is full (a short one would time less work)
+    cycled = torch.utils.data.Subset(dataset, [i % len(dataset) for i in range(batch * count)])
+    return list(torch.utils.data.DataLoader(cycled, batch_size=batch, shuffle=False, collate_fn=collate))
 
 
 def crf_ms(spec: Any, samples: list[dict[str, torch.Tensor]], batch: int, reps: int, device: torch.device) -> float:
@@ -204,11 +198,13 @@ def _batch_clock(device: torch.device, warmup: int) -> Any:
 
 def train_step(spec: Any, samples: list, s: dict[str, int], device: torch.device, precision: str) -> tuple[float, int]:
     """Crops/s of the real training step in a Lightning Trainer (prepared batches: no data time), and the
-    model FLOPs of one step (forward, backward; the CRF's elementwise work is not counted, as MFU does)."""
+    model FLOPs of one step (forward, backward; the CRF's elementwise work is not counted, as MFU does).
+    The network starts from the weights `mal train` would load (an encoder's packaged ImageNet weights)."""
     import lightning as L
 
     from mal.data import collate
     from mal.module import MALModule
+    from mal.pretrained import load_pretrained
 
     steps = s["train_warmup"] + s["train_iters"]
     loader = torch.utils.data.DataLoader(_Repeat(samples, steps * s["batch"]), batch_size=s["batch"], collate_fn=collate)
@@ -218,17 +214,17 @@ def train_step(spec: Any, samples: list, s: dict[str, int], device: torch.device
         limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, callbacks=[clock],
     )
-    trainer.fit(MALModule(spec, None, steps_per_epoch=steps), loader)
+    module = MALModule(spec, None, steps_per_epoch=steps)
+    load_pretrained(module.net, spec.train.pretrained_model_path, spec.model.arch)
+    trainer.fit(module, loader)
     return s["batch"] * len(clock.seconds) / sum(clock.seconds), clock.flops
 
 
-def infer_masks_per_s(spec: Any, batches: list, warmup: int, device: torch.device, autocast: bool) -> float:
+def infer_masks_per_s(module: Any, batches: list, warmup: int, device: torch.device, autocast: bool) -> float:
     """Masks/s of labelling: network, paste-back into the image, COCO RLE (batches prepared ahead)."""
-    from mal.module import MALModule
     from mal.predict import paste_masks, thresholds_by_bucket
 
-    module = MALModule(spec).eval().to(device)
-    thresholds = thresholds_by_bucket(spec.train.mask_thres)
+    thresholds = thresholds_by_bucket(module.spec.train.mask_thres)
 
     def label(batch: dict[str, torch.Tensor]) -> int:
         on_device = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -244,29 +240,33 @@ def infer_masks_per_s(spec: Any, batches: list, warmup: int, device: torch.devic
 
 
 def _measure(name: str, spec: Any, s: dict[str, int], device: torch.device) -> dict[str, Any]:
+    from mal.module import MALModule
+
     gpu = device.type == "cuda"
-    samples = _train_samples(spec, max(s["batch"], min(64, s["batch"] * 2)))
-    batches = _eval_batches(spec, s["eval_batch"], s["infer_warmup"] + s["infer_batches"])
+    samples = train_samples(spec, max(s["batch"], min(64, s["batch"] * 2)))
+    batches = eval_batches(spec, s["eval_batch"], s["infer_warmup"] + s["infer_batches"])
+    labeller = MALModule(spec).eval().to(device)
     row: dict[str, Any] = {
         "batch": s["batch"],
         "eval_batch": s["eval_batch"],
         "data_crops_per_s_per_worker": data_pipeline(spec, s["data_crops"]),
         "crf_ms_per_batch": crf_ms(spec, samples, s["batch"], s["crf_reps"], device),
-        "infer_masks_per_s": infer_masks_per_s(spec, batches, s["infer_warmup"], device, autocast=False),
+        "infer_masks_per_s": infer_masks_per_s(labeller, batches, s["infer_warmup"], device, autocast=False),
     }
     row["train_crops_per_s"], flops = train_step(spec, samples, s, device, "32-true")
     row["train_gflop_per_crop"] = flops / s["batch"] / 1e9
     row["train_tflop_per_s"] = flops / s["batch"] * row["train_crops_per_s"] / 1e12
     if gpu:
         row["train_crops_per_s_bf16"], _ = train_step(spec, samples, s, device, "bf16-mixed")
-        row["infer_masks_per_s_bf16"] = infer_masks_per_s(spec, batches, s["infer_warmup"], device, autocast=True)
+        row["infer_masks_per_s_bf16"] = infer_masks_per_s(labeller, batches, s["infer_warmup"], device, autocast=True)
         row["train_tflop_per_s_bf16"] = flops / s["batch"] * row["train_crops_per_s_bf16"] / 1e12
-        peak = _peak_bf16(torch.cuda.get_device_name(0))
+        peak = peak_bf16(torch.cuda.get_device_name(0))
         row["mfu_bf16"] = row["train_tflop_per_s_bf16"] * 1e12 / peak if peak else None
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
 
 
-def _peak_bf16(device_name: str) -> float | None:
+def peak_bf16(device_name: str) -> float | None:
+    """The data sheet's dense bf16 FLOP/s of a GPU by its name; None for one not in PEAK_BF16."""
     return next((peak for key, peak in PEAK_BF16.items() if key in device_name), None)
 
 

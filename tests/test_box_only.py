@@ -23,7 +23,10 @@ def _val_variant(tiny_data: Path, out: Path, keep_masks: int) -> Path:
 
 
 def _args(tiny_data: Path, val: Path, out: Path) -> list[str]:
-    return [*TINY, *data_args(tiny_data), f"dataset.val_ann_path={val}", f"results_dir={out}"]
+    """-e SPEC and overrides: the tiny MAL on the tiny set, validated on `val`, writing into `out`."""
+    spec = out.parent / f"{out.name}.yaml"
+    spec.write_text(f"results_dir: {out}\n")
+    return ["-e", str(spec), *TINY, *data_args(tiny_data), f"dataset.val_ann_path={val}"]
 
 
 @pytest.mark.slow

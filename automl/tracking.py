@@ -283,7 +283,7 @@ def promote_champion(
         client.set_registered_model_alias(model_name, CHAMPION, version)
         return version, True, f"{model_name}@{CHAMPION} is version {version} ({metric} {new_value:.4f}), the first"
     old_value = float(current.tags.get(metric, "nan"))
-    # a champion judged by another metric (mIoU against box_score) has no value of this one to beat
+    # a champion judged by another metric (a mask metric against a box-only one) has no value of this one to beat
     same_metric = current.tags.get("metric", metric) == metric
     same_set = current.tags.get("eval_set") == eval_set
     better = same_set and same_metric and (new_value > old_value if mode == "max" else new_value < old_value)

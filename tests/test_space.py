@@ -58,7 +58,7 @@ def test_shipped_mal_space_defaults_resolve_with_the_paper_recipe_as_warm_start(
         "dataset.crop_size",
     } == set(space.names)
     assert space.warm_start == {name: space_file.popular[name] for name in space.names}
-    assert with_values(load_spec(None), space.warm_start).train.lr == pytest.approx(1.5e-6)
+    assert with_values(load_spec(None), space.warm_start).train.lr == pytest.approx(1e-6)
     for never in (
         "train.num_epochs",
         "train.seed",

@@ -29,6 +29,10 @@ def spec_problems(exc: ValidationError) -> list[str]:
         if where in seen:
             continue
         seen.add(where)
+        dotted_key = next((p for p in where if "." in p), None)
+        if error["type"] == "extra_forbidden" and dotted_key:
+            lines.append(f"{'.'.join(where)}: unknown key ({dotted_key!r} has a dot: in a file, nest it as sections)")
+            continue
         lines.append(describe(error, lambda dotted: suggest_field(dotted, ExperimentSpec, aliases=FOREIGN_NAMES)))
     return lines
 

@@ -129,7 +129,7 @@ def _tao_param(name: str, prop: dict[str, Any]) -> dict[str, Any] | str | None:
     kind = prop.get("value_type") or prop.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), None)
-    enum = prop.get("enum")
+    enum = prop.get("enum", prop.get("valid_options"))
     if enum is not None and not (isinstance(enum, list) and enum and all(isinstance(c, bool | int | float | str) for c in enum)):
         return f"its enum {str(enum)[:60]} is not a list of plain values"
     if kind == "string" and not enum:
@@ -154,6 +154,9 @@ def _tao_param(name: str, prop: dict[str, Any]) -> dict[str, Any] | str | None:
         return f"its range is fixed at {body['low']}" if body["low"] == body["high"] else "its range is empty"
     if isinstance(default, bool | int | float | str):
         body["default"] = default
+    problem = _our_keys(body, prop)
+    if problem:
+        return problem
     try:
         p = ParamSpec.model_validate(body)
     except ValidationError as exc:
@@ -161,6 +164,19 @@ def _tao_param(name: str, prop: dict[str, Any]) -> dict[str, Any] | str | None:
     if p.default is not None and not contains(p, p.default):
         body.pop("default")  # TAO never samples its default; a default outside the range is only a default
     return body
+
+
+def _our_keys(body: dict[str, Any], prop: dict[str, Any]) -> str | None:
+    """What TAO's layout has no key for, as `mal schema --format tao` writes it: x_log, x_step, x_condition."""
+    extra = {key: prop[key] for key in ("x_log", "x_step", "x_condition") if key in prop}
+    if "x_log" in extra and not isinstance(extra["x_log"], bool):
+        return f"its x_log {str(extra['x_log'])[:40]!r} is not true or false"
+    if "x_step" in extra and not _number(extra["x_step"]):
+        return f"its x_step {str(extra['x_step'])[:40]!r} is not a number"
+    if "x_condition" in extra and not isinstance(extra["x_condition"], dict):
+        return f"its x_condition {str(extra['x_condition'])[:40]!r} is not a mapping"
+    body.update({key.removeprefix("x_"): value for key, value in extra.items()})
+    return None
 
 
 def _bounds(body: dict[str, Any], low: Any, high: Any, default: Any) -> str | None:

@@ -152,8 +152,6 @@ def _tao_param(name: str, prop: dict[str, Any]) -> dict[str, Any] | str | None:
         return problem
     if body.get("low") is not None and body.get("high") is not None and body["low"] >= body["high"]:
         return f"its range is fixed at {body['low']}" if body["low"] == body["high"] else "its range is empty"
-    if isinstance(default, bool | int | float | str):
-        body["default"] = default
     problem = _our_keys(body, prop)
     if problem:
         return problem
@@ -161,8 +159,9 @@ def _tao_param(name: str, prop: dict[str, Any]) -> dict[str, Any] | str | None:
         p = ParamSpec.model_validate(body)
     except ValidationError as exc:
         return one_line(exc, name).removeprefix(f"{name}: ")
-    if p.default is not None and not contains(p, p.default):
-        body.pop("default")  # TAO never samples its default; a default outside the range is only a default
+    # TAO never samples its default, so a default outside the range is only a default, not a reason to refuse
+    if isinstance(default, bool | int | float | str) and contains(p, default):
+        body["default"] = default
     return body
 
 

@@ -26,7 +26,3 @@ class UserError(Exception):
         if len(problems) == 1:
             return cls(f"{lead}: {problems[0]}")
         return cls(f"{lead}: {len(problems)} problems", problems)
-
-    def lines(self) -> list[str]:
-        """The message and its details, as a CLI prints them."""
-        return [str(self), *(f"  {d}" for d in self.details)]

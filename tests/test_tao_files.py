@@ -140,7 +140,7 @@ def test_tao_5_layout_says_what_to_rename(tmp_path):
 def test_bombs_deep_nesting_and_dotted_keys_give_one_line(tmp_path):
     bomb = tmp_path / "bomb.yaml"
     rows = ["a: &a [x, x, x, x, x, x, x, x, x]"] + [
-        f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]" for a, b in zip("abcdefg", "bcdefgh")
+        f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]" for a, b in zip("abcdefg", "bcdefgh", strict=True)
     ]
     bomb.write_text("\n".join([*rows, "train: {margin_rate: *h}"]) + "\n")
     assert "alias bomb" in _problems(bomb)[0]

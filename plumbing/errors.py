@@ -18,7 +18,7 @@ class UserError(Exception):
         self.details = tuple(details)
 
     def __reduce__(self):  # keep the details when a worker process sends the error back
-        return (type(self), (str(self), self.details))
+        return (type(self), (str(self), self.details) if self.details else self.args)
 
     @classmethod
     def of_problems(cls, lead: str, problems: list[str]) -> UserError:

@@ -76,6 +76,31 @@ def run(
 
 
 @app.command()
+def space(
+    space_file: Path = typer.Argument(..., help="A search-space YAML or a TAO train.schema.json."),
+    model_name: str = ModelOption,
+    spec_path: Path = typer.Option(None, "-e", "--experiment_spec", "--experiment-spec", help="Resolve against this spec (its automl.hyperparameters and range_overrides)."),
+    overrides: list[str] = Overrides,
+) -> None:
+    """Print a search space (what would be searched, ranges, conditions) without starting anything."""
+    from automl.space import load_space_file, resolve_space
+    from automl.space.show import file_lines, space_lines
+
+    sf = load_space_file(space_file)
+    if spec_path is None and not overrides:
+        lines = file_lines(sf)
+    else:
+        from automl.registry import get_model
+        from automl.settings import study_config
+
+        model = get_model(model_name)
+        spec = model.load_spec(spec_path, list(overrides or []))
+        config = study_config(spec)
+        lines = space_lines(resolve_space(model, sf, spec, config.hyperparameters, config.range_overrides), sf)
+    typer.echo("\n".join(lines))
+
+
+@app.command()
 def resume(study_dir: Path = typer.Argument(..., help="The results_dir of a study whose driver died.")) -> None:
     """Continue a study after a kill or a restart: finished trials stay, unfinished ones resume from their checkpoints."""
     from rich.console import Console

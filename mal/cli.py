@@ -77,10 +77,21 @@ def template(action: str = ActionArgument) -> None:
 
 
 @app.command()
-def schema(action: str = ActionArgument) -> None:
-    """Print the JSON Schema of the spec for an action."""
+def schema(
+    action: str = ActionArgument,
+    format: str = typer.Option("json-schema", "--format", help="json-schema | tao (TAO's train.schema.json layout, with the search space)."),
+) -> None:
+    """Print the JSON Schema of the spec for an action, or (--format tao) the spec as a TAO-format schema."""
+    from mal.errors import UserError
     from mal.spec import json_schema
 
+    if format not in ("json-schema", "tao"):
+        raise UserError(f"--format {format!r} is not one of json-schema, tao")
+    if format == "tao":
+        from mal.spec.tao_schema import tao_schema
+
+        typer.echo(json.dumps(tao_schema(_action(action)), indent=2))
+        return
     typer.echo(json.dumps(json_schema(_action(action)), indent=2))
 
 

@@ -27,7 +27,7 @@ class NonFiniteLossError(TrainingFailure):
     """Training diverged: a NaN/inf loss must stop the run, never be reported as a metric."""
 
 
-def lr_factor(step: int, steps_per_epoch: int, warmup_epochs: int, num_epochs: int, min_lr_rate: float, num_wave: int) -> float:
+def lr_factor(step: int, steps_per_epoch: int, warmup_epochs: int, num_epochs: int, min_lr_rate: float, num_wave: float) -> float:
     """Per-iteration schedule on the fractional epoch: linear warmup from 0, then cosine down to min_lr_rate.
 
     Step 0 is already inside the warmup (the original ran its first step at the full lr).

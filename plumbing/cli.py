@@ -40,6 +40,11 @@ def run_cli(app: Callable[..., object], user_errors: Callable[[], tuple[type[Bas
     except Exception as exc:
         if not isinstance(exc, user_errors()):
             raise
+        code = getattr(exc, "exit_code", UserError.exit_code)
+        details = getattr(exc, "details", ())
+        if details:  # several problems of one input: the counting line, then one line each
+            print(f"error: {exc}", *(f"  {d}" for d in details), sep="\n", file=sys.stderr)
+            raise SystemExit(code) from None
         # a user error raised in a data-loader worker comes back with the worker's traceback in its message
         lines = [line for line in str(exc).splitlines() if line.strip()]
-        fail(lines[-1].strip() if lines else type(exc).__name__, getattr(exc, "exit_code", UserError.exit_code))
+        fail(lines[-1].strip() if lines else type(exc).__name__, code)

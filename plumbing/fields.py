@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from typing import Any
 
 from pydantic import BaseModel
@@ -25,3 +26,20 @@ def value_at(spec: Any, dotted: str) -> Any:
     for part in dotted.split("."):
         node = getattr(node, part)
     return node
+
+
+def _numeric(annotation: Any) -> bool:
+    """Whether a field's type takes numbers (int, float, or a list or optional of them) and not booleans."""
+    if annotation is bool:
+        return False
+    if annotation in (int, float):
+        return True
+    args = [a for a in typing.get_args(annotation) if isinstance(a, type) or typing.get_origin(a)]
+    return bool(args) and bool not in args and any(_numeric(a) for a in args)
+
+
+def bool_as_number(annotation: Any, value: Any) -> bool:
+    """A boolean given for a number field: pydantic reads True as 1, and YAML reads `yes` as True, so
+    `batch_size: yes` would quietly train with 1. Validators refuse it with this test."""
+    values = value if isinstance(value, list) else [value]
+    return _numeric(annotation) and any(isinstance(v, bool) for v in values)

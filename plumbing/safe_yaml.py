@@ -36,14 +36,47 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+MAX_DEPTH = 64  # no spec or search space nests deeper; every walker below may recurse this far
+MAX_VALUES = 200_000  # values once aliases are expanded; the largest TAO schema has a few thousand
+
+
+def check_size(data: Any) -> None:
+    """Refuse data nested deeper than MAX_DEPTH or holding more than MAX_VALUES values once YAML aliases are
+    expanded (an alias bomb is a few lines that expand to billions). Iterative: it cannot overflow itself."""
+    stack, seen = [(data, 1)], 0
+    while stack:
+        node, depth = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise yaml.YAMLError(f"more than {MAX_VALUES:,} values once aliases are expanded (an alias bomb?)")
+        if depth > MAX_DEPTH:
+            raise yaml.YAMLError(f"nested more than {MAX_DEPTH} levels deep")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+
+
 def safe_yaml(text: str) -> Any:
-    """Parse YAML from a user: plain values only (a `!!python/...` tag is refused), no duplicate keys."""
+    """Parse YAML from a user: plain values only (a `!!python/...` tag is refused), no duplicate keys, no
+    alias bombs or runaway nesting."""
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
     except (ValueError, TypeError, OverflowError) as exc:  # a standard tag's constructor refusing its text: !!float x
         raise yaml.constructor.ConstructorError(None, None, f"cannot read a tagged value ({exc})") from None
     except RecursionError:
         raise yaml.YAMLError("brackets or sections nested too deeply") from None
+    check_size(data)
+    return data
+
+
+def _json(text: str) -> Any:
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise yaml.YAMLError("brackets nested too deeply") from None
+    check_size(data)
+    return data
 
 
 def yaml_problem(exc: yaml.YAMLError, with_line: bool = True) -> str:
@@ -65,11 +98,11 @@ def read_mapping(path: str | Path, what: str, holds: str = "a mapping") -> dict[
     kind = "JSON" if path.suffix == ".json" else "YAML"
     try:
         text = path.read_text(encoding="utf-8")
-        data = (json.loads(text) if kind == "JSON" else safe_yaml(text)) or {}
+        data = (_json(text) if kind == "JSON" else safe_yaml(text)) or {}
     except json.JSONDecodeError as exc:
         raise UserError(f"{what} {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
     except yaml.YAMLError as exc:
-        raise UserError(f"{what} {path} is not valid YAML ({yaml_problem(exc)})") from None
+        raise UserError(f"{what} {path} is not valid {kind} ({yaml_problem(exc)})") from None
     except UnicodeDecodeError:
         raise UserError(f"{what} {path} is not {kind}: it is not UTF-8 text") from None
     except OSError as exc:

@@ -4,6 +4,7 @@ allowed, with a close-match suggestion for typos."""
 from __future__ import annotations
 
 import difflib
+import reprlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -15,6 +16,10 @@ from plumbing.fields import leaf_fields
 _UNION_MEMBERS = ("bool", "int", "float", "str", "none")
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxlong = 3, 8, 8, 100, 60
+
+
 class Shown:
     """A bad value as an error message shows it: its repr, cut short when long (a pasted list, an alias bomb)."""
 
@@ -24,7 +29,8 @@ class Shown:
         self.value = value
 
     def __repr__(self) -> str:
-        text = repr(self.value)
+        # reprlib stops early: the full repr of an alias bomb or a huge pasted list would never finish
+        text = _SHORT.repr(self.value)
         return text if len(text) <= self.LIMIT else f"{text[: self.LIMIT - 5]} ...{text[-1]}"
 
 
@@ -44,22 +50,34 @@ def did_you_mean(name: str, candidates: Iterable[str], cutoff: float = 0.6) -> s
     return f" (did you mean '{match}'?)" if match else ""
 
 
-def suggest_field(dotted: str, root: type[BaseModel], prefix: str = "") -> str:
-    """A suggestion for an unknown spec key: the same name in another section first (the right name in the
-    wrong place), then a close match among the section's own fields, then any field with a similar name."""
+def suggest_field(
+    dotted: str, root: type[BaseModel], prefix: str = "", aliases: Mapping[str, str] | None = None
+) -> str:
+    """A suggestion for an unknown spec key: another framework's name for a field (`aliases`: learning_rate ->
+    lr), the same name in another section (the right name in the wrong place), a close match among the
+    section's own fields, then any field with a similar name."""
     *parents, leaf = dotted.split(".")
     section: Any = root
     for part in parents:
-        section = section.model_fields[part].annotation if part in getattr(section, "model_fields", {}) else None
+        fields = getattr(section, "model_fields", None)
+        section = fields[part].annotation if isinstance(fields, dict) and part in fields else None
     if not (isinstance(section, type) and issubclass(section, BaseModel)):
         return ""
     everywhere = list(leaf_fields(root))
-    moved = [path for path in everywhere if path.rsplit(".", 1)[-1] == leaf]
+    here = "".join(f"{p}." for p in parents)
+    alias = (aliases or {}).get(leaf.lower())
+    if alias:
+        target = here + alias if alias in section.model_fields else next(
+            (path for path in everywhere if path.rsplit(".", 1)[-1] == alias), None
+        )
+        if target:
+            return f" (did you mean '{prefix}{target}'?)"
+    moved = [path for path in everywhere if path.rsplit(".", 1)[-1] == leaf and path != dotted]
     if moved:
         return f" (did you mean '{prefix}{moved[0]}'?)"
-    here = close_match(leaf, section.model_fields)
-    if here:
-        return f" (did you mean '{prefix}{''.join(f'{p}.' for p in parents)}{here}'?)"
+    near = close_match(leaf, section.model_fields)
+    if near:
+        return f" (did you mean '{prefix}{here}{near}'?)"
     by_leaf = close_match(leaf, [path.rsplit(".", 1)[-1] for path in everywhere], cutoff=0.8)
     if by_leaf:
         return f" (did you mean '{prefix}{next(p for p in everywhere if p.rsplit('.', 1)[-1] == by_leaf)}'?)"

@@ -101,6 +101,7 @@ class SearchSpaceFile(BaseModel):
     disabled_parameters: list[str] = Field(default_factory=list)
     popular: dict[str, Any] = Field(default_factory=dict)
     parameters: dict[str, ParamSpec]
+    notes: list[str] = Field(default_factory=list)  # what a converted file (a TAO schema) left out, and why
 
     @model_validator(mode="before")
     @classmethod

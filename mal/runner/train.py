@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import secrets
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from mal.objective import judged_by
 from mal.runner.devices import precision, use_gpu
 from mal.runner.loaders import loader, validation_set
 from mal.spec import ExperimentSpec
+from mal.spec.schema import SEED_MAX
 
 log = logging.getLogger("mal")
 
@@ -74,6 +77,18 @@ def keep_best(train_dir: Path, metric: str = "mIoU") -> ModelCheckpoint:
     return best
 
 
+def run_seed(seed: int) -> int:
+    """The spec's seed, or for -1 (TAO: no fixed seed) a fresh one. DDP ranks started by Lightning take rank
+    0's from the environment (seed_everything put it there), so every rank shards the same order."""
+    if seed >= 0:
+        return seed
+    if os.environ.get("LOCAL_RANK", "0") != "0" and "PL_GLOBAL_SEED" in os.environ:
+        return int(os.environ["PL_GLOBAL_SEED"])
+    drawn = secrets.randbelow(SEED_MAX + 1)
+    log.warning("train.seed is -1: this run's seed is %d", drawn)
+    return drawn
+
+
 def fit(
     spec: ExperimentSpec,
     callbacks: Sequence[Any] = (),
@@ -95,13 +110,15 @@ def fit(
     t, d = spec.train, spec.dataset
     train_dir = spec.output_dir("train")
     train_dir.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(t.seed, workers=True, verbose=False)
+    seed = L.seed_everything(run_seed(t.seed), workers=True, verbose=False)
+    torch.backends.cudnn.benchmark = t.cudnn.benchmark
+    torch.backends.cudnn.deterministic = t.cudnn.deterministic
 
     train_coco = load_coco(d.train_ann_path, d.train_img_dir, check_images=True)
     instances, skipped = usable_train_instances(train_coco, d.min_obj_size, d.max_obj_size)
     if skipped:
         log.warning("training on %d boxes; skipped %d outside the size filter or crowd", len(instances), skipped)
-    train_set = MALTrainDataset(train_coco, instances, d.crop_size, t.margin_rate, t.seed)
+    train_set = MALTrainDataset(train_coco, instances, d.crop_size, t.margin_rate, seed)
     val_coco, val_set = validation_set(spec)
     metric = judged_by(spec, val_coco)
     gpu = use_gpu(t.num_gpus)
@@ -115,7 +132,7 @@ def fit(
         torch.set_num_threads(max(1, torch.get_num_threads() // t.cpu_processes))
     workers = d.num_workers_per_gpu
     # Our samplers shard over ranks themselves (Lightning's wrapper would break the mid-epoch resume).
-    train_sampler = EpochSampler(len(train_set), t.seed, tag_epoch=True)
+    train_sampler = EpochSampler(len(train_set), seed, tag_epoch=True)
     train_loader = loader(train_set, t.batch_size, workers, train_sampler, train=True)
     val_loader = loader(val_set, spec.evaluate.batch_size, workers, EpochSampler(len(val_set), 0, shuffle=False, pad=False))
 

@@ -11,9 +11,10 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from mal.archs import ARCHS
+from plumbing.fields import bool_as_number
 from plumbing.safe_yaml import dump_yaml
 
 Action = Literal["train", "evaluate", "inference"]
@@ -30,9 +31,19 @@ def _owned_section(name: str) -> Any:
 _AutoMLSection = _owned_section("automl")
 
 
+SEED_MAX = 2**32 - 1  # numpy's seeds are unsigned 32-bit
+
+
 class _Section(BaseModel):
     # NaN/inf pass `gt`/`ge`-free checks (a NaN margin, an inf lr) and only fail deep inside training
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if bool_as_number(cls.model_fields[info.field_name].annotation, value):
+            raise ValueError(f"{value!r} is not a number (yes/no/true/false are read as booleans)")
+        return value
 
 
 class _Devices(_Section):
@@ -87,7 +98,7 @@ class ModelConfig(_Section):
     mask_head_num_convs: int = Field(4, ge=1, description="3x3 convs in the mask (V) head.")
     mask_head_hidden_channel: int = Field(256, ge=1, description="Channels of the mask-head convs.")
     mask_head_out_channel: int = Field(256, ge=1, description="Channels of K and V.")
-    teacher_momentum: float = Field(0.996, ge=0, lt=1, description="EMA momentum of the teacher.")
+    teacher_momentum: float = Field(0.996, ge=0, le=1, description="EMA momentum of the teacher (1: it stays the initial copy).")
     not_adjust_scale: bool = Field(False, description="Disable the per-size feature rescaling.")
     mask_scale_ratio_pre: float = Field(1, gt=0, description="Feature rescale when not_adjust_scale.")
     mask_scale_ratio: float = Field(2.0, gt=0, description="Upsampling before the last mask-head conv.")
@@ -97,11 +108,36 @@ class ModelConfig(_Section):
     vit_dpr: float = Field(0.0, ge=0, lt=1, description="Stochastic depth (drop path) rate.")
 
 
+class CudnnConfig(_Section):
+    """TAO's `train.cudnn`: set as torch.backends.cudnn's switches before training."""
+
+    benchmark: bool = Field(False, description="Let cuDNN pick the fastest kernels per input shape (not reproducible).")
+    deterministic: bool = Field(True, description="Use deterministic cuDNN kernels only.")
+
+
+class WandbConfig(_Section):
+    """TAO's `wandb` section, kept so TAO specs load; runs are tracked in MLflow (`automl run`), not W&B."""
+
+    enable: bool = Field(False, description="Unused: W&B logging is not built in; studies log to MLflow.")
+    project: str = Field("TAO Toolkit", description="Unused (W&B project).")
+    entity: str = Field("", description="Unused (W&B entity).")
+    group: str = Field("", description="Unused (W&B group).")
+    tags: list[str] = Field(default_factory=lambda: ["tao-toolkit"], description="Unused (W&B tags).")
+    reinit: bool = Field(False, description="Unused.")
+    sync_tensorboard: bool = Field(False, description="Unused.")
+    save_code: bool = Field(False, description="Unused.")
+    name: str = Field("TAO Toolkit Training", description="Unused (W&B run name).")
+    run_id: str = Field("", description="Unused (W&B run id).")
+
+
 class TrainConfig(_Devices):
     cpu_processes: int = Field(
         1, ge=1, description="Training processes on CPU (num_gpus 0 or no CUDA): DDP over gloo, CPUs shared out."
     )
-    seed: int = Field(1234, ge=0, description="Seed for torch, numpy, random and augmentation.")
+    seed: int = Field(
+        1234, ge=-1, le=SEED_MAX, description="Seed for torch, numpy, random and augmentation; -1: a new seed each run (logged)."
+    )
+    cudnn: CudnnConfig = Field(default_factory=CudnnConfig)
     num_epochs: int = Field(10, ge=1, description="Training epochs.")
     checkpoint_interval: int = Field(1, ge=1, description="Save a checkpoint every this many units.")
     checkpoint_interval_unit: Literal["epoch", "step"] = Field("epoch", description="Unit of checkpoint_interval.")
@@ -115,13 +151,13 @@ class TrainConfig(_Devices):
         None, description="MAE/ViT weights or a MAL checkpoint; 'timm:<name>' loads timm hub weights."
     )
     optim_type: Literal["adamw"] = Field("adamw", description="Optimizer.")
-    optim_momentum: float = Field(0.9, ge=0, lt=1, description="AdamW beta1.")
+    optim_momentum: float = Field(0.9, ge=0, le=1, description="AdamW beta1 (below 1).")
     optim_eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
     optim_betas: list[float] = Field(default_factory=lambda: [0.9, 0.9], description="AdamW betas; beta1 is optim_momentum.")
-    lr: float = Field(1.5e-6, gt=0, description="Base lr per crop; scaled by devices x batch size.")
+    lr: float = Field(1e-6, gt=0, description="Base lr per crop; scaled by devices x batch size.")
     min_lr: float = Field(0, ge=0, description="Unused: the floor is lr x min_lr_rate (kept for TAO specs).")
-    min_lr_rate: float = Field(0.2, gt=0, le=1, description="Cosine floor as a fraction of lr.")
-    num_wave: int = Field(1, ge=1, description="Cosine half-waves after warmup.")
+    min_lr_rate: float = Field(0.2, ge=0, le=1, description="Cosine floor as a fraction of lr.")
+    num_wave: float = Field(1, gt=0, description="Cosine half-waves after warmup (fractions allowed).")
     wd: float = Field(5e-4, ge=0, description="AdamW weight decay.")
     warmup_epochs: int = Field(1, ge=0, description="Linear warmup epochs.")
     margin_rate: list[float] = Field(default_factory=lambda: [0, 1.2], description="Train crop expansion range.")
@@ -146,6 +182,13 @@ class TrainConfig(_Devices):
     def _odd_kernel(cls, v: int) -> int:
         if v % 2 == 0:
             raise ValueError(f"{v} must be odd and >= 3 (3, 5, 7, ...)")
+        return v
+
+    @field_validator("optim_momentum")
+    @classmethod
+    def _beta1(cls, v: float) -> float:
+        if v >= 1:  # TAO's range ends at 1 because TAO ignores the field; here it is AdamW's beta1
+            raise ValueError(f"{v} cannot be used: it is AdamW's beta1 here, which must be below 1 (TAO ignores it)")
         return v
 
     @field_validator("optim_betas")
@@ -176,6 +219,18 @@ class TrainConfig(_Devices):
                 f"crf_value_low_thres: {self.crf_value_low_thres} must be below crf_value_high_thres "
                 f"({self.crf_value_high_thres})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _fits_the_run(self) -> TrainConfig:
+        """TAO's start-up assertions: an interval longer than the run would never validate or save."""
+        n = self.num_epochs
+        if self.validation_interval > n:
+            raise ValueError(f"validation_interval: {self.validation_interval} must be at most num_epochs ({n})")
+        if self.checkpoint_interval_unit == "epoch" and self.checkpoint_interval > n:
+            raise ValueError(f"checkpoint_interval: {self.checkpoint_interval} epochs must be at most num_epochs ({n})")
+        if self.warmup_epochs > n:
+            raise ValueError(f"warmup_epochs: {self.warmup_epochs} must be at most num_epochs ({n})")
         return self
 
 
@@ -209,8 +264,10 @@ class InferenceConfig(_Devices):
 
 class ExperimentSpec(_Section):
     results_dir: str = Field("/results", description="Root of all outputs.")
+    model_name: str = Field("", description="Unused (TAO's model name for model-agnostic tasks).")
     encryption_key: str | None = Field(None, description="Unused: checkpoints are not encrypted.")
-    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="Multi-device strategy.")
+    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="Multi-device strategy: ddp (TAO's MAL has no fsdp either).")
+    wandb: WandbConfig = Field(default_factory=WandbConfig)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -219,6 +276,13 @@ class ExperimentSpec(_Section):
     automl: _AutoMLSection = Field(
         default_factory=_AutoMLSection, description="Study settings for `automl run` (their schema comes from automl)."
     )
+
+    @field_validator("strategy")
+    @classmethod
+    def _ddp_only(cls, v: str) -> str:
+        if v == "fsdp":  # the EMA teacher copies the student's whole weights every step; FSDP shards them
+            raise ValueError("'fsdp' is not supported (nor by TAO's MAL): MAL's EMA teacher needs whole weights; use ddp")
+        return v
 
     @model_validator(mode="after")
     def _crop_fits_patch(self) -> ExperimentSpec:

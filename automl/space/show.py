@@ -1,0 +1,43 @@
+"""What `automl space` prints: a search-space file (or a TAO schema) as the parameters it offers, or the
+space one study would search once resolved against a spec, without starting anything."""
+
+from __future__ import annotations
+
+from automl.space.sampling import SearchSpace
+from automl.space.schema import ParamSpec, SearchSpaceFile, range_text
+
+
+def param_line(p: ParamSpec) -> str:
+    text = f"{p.name}: {p.type} {range_text(p)}"
+    if p.weights:
+        text += f" weights {p.weights}"
+    if p.condition is not None:
+        text += f"; only when {p.condition.text()}"
+    if p.constraint is not None:
+        text += f"; must be {p.constraint.strip()}"
+    return text
+
+
+def file_lines(sf: SearchSpaceFile) -> list[str]:
+    """The file's offer: searched by default, searched when named in automl.hyperparameters, never, left out."""
+    defaults = [sf.parameters[n] for n in sf.default_parameters]
+    named = [p for n, p in sf.parameters.items() if n not in sf.default_parameters and not sf.is_disabled(n)]
+    lines = [f"model: {sf.model}", f"searched by default ({len(defaults)}):"]
+    lines += [f"  {param_line(p)}" for p in defaults]
+    lines += [f"searched when named in automl.hyperparameters ({len(named)}):"]
+    lines += [f"  {param_line(p)}" for p in named]
+    if sf.disabled_parameters:
+        lines.append(f"never searched: {', '.join(sf.disabled_parameters)}")
+    if sf.notes:
+        lines += [f"left out ({len(sf.notes)}):", *(f"  {note}" for note in sf.notes)]
+    return lines
+
+
+def space_lines(space: SearchSpace, sf: SearchSpaceFile) -> list[str]:
+    """The resolved space of one study: what is searched, over which ranges, under which conditions."""
+    lines = [f"model: {space.model}", f"searched ({len(space.params)}):", *(f"  {line}" for line in space.describe())]
+    if space.warm_start:
+        lines.append("first trial (popular values): " + ", ".join(f"{k}={v!r}" for k, v in space.warm_start.items()))
+    if sf.notes:
+        lines += [f"left out of the file ({len(sf.notes)}):", *(f"  {note}" for note in sf.notes)]
+    return lines

@@ -89,7 +89,8 @@ def coco_mask_ap(gt_dataset: dict, detections: list[dict]) -> dict[str, float]:
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
         gt = COCO()
         # COCOeval swaps each GT segmentation for its RLE in place: work on copies, not the caller's annotations
-        gt.dataset = {k: copy.deepcopy(gt_dataset[k]) for k in ("images", "annotations", "categories")}
+        gt.dataset = {k: copy.deepcopy(gt_dataset[k]) for k in ("images", "categories")}
+        gt.dataset["annotations"] = _scorable(gt_dataset)
         gt.createIndex()
         dt = gt.loadRes(detections)
         ev = COCOeval(gt, dt, iouType="segm")
@@ -100,3 +101,22 @@ def coco_mask_ap(gt_dataset: dict, detections: list[dict]) -> dict[str, float]:
     ap, ap50 = (float(v) for v in ev.stats[:2])
     # -1 means "no GT in range": report 0 rather than a negative precision
     return {"mask_AP": max(ap, 0.0), "mask_AP50": max(ap50, 0.0)}
+
+
+def _scorable(gt_dataset: dict) -> list[dict]:
+    """Copies of the GT annotations COCOeval can score: those with a mask (no detection is made for the others),
+    with the `iscrowd` and `area` it indexes (both optional in a COCO file; the area is the mask's)."""
+    import copy
+
+    from mal.coco import annotation_area
+
+    sizes = {image["id"]: (image["height"], image["width"]) for image in gt_dataset["images"]}
+    scorable = []
+    for ann in gt_dataset["annotations"]:
+        if not ann.get("segmentation"):
+            continue
+        ann = copy.deepcopy(ann)
+        ann["iscrowd"] = int(ann.get("iscrowd", 0))
+        ann["area"] = annotation_area(ann, *sizes[ann["image_id"]])
+        scorable.append(ann)
+    return scorable

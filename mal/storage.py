@@ -121,7 +121,9 @@ def _unpack(archive: Path, target: Path) -> None:
             tar.extractall(staging, filter="data")  # refuses absolute paths and ../ members
     except (tarfile.TarError, OSError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        raise UserError(f"{archive}: cannot unpack image archive ({exc})") from None
+        # tarfile's ReadError lists every compression it tried, one per line; the gist is that none fitted
+        reason = "not a tar archive, plain or compressed" if isinstance(exc, tarfile.ReadError) else " ".join(str(exc).split())
+        raise UserError(f"{archive}: cannot unpack image archive ({reason})") from None
     (staging / ".complete").touch()
     if target.exists():
         shutil.rmtree(target)

@@ -66,8 +66,11 @@ def gt_mask(ann: dict, h: int, w: int) -> np.ndarray | None:
     problem = _segmentation_problem(seg, h, w)
     if problem:
         raise UserError(f"annotation {ann.get('id')}: {problem}")
-    if isinstance(seg, list):  # polygons of 3 points or more (checked above): pycocotools reads 4 numbers as a box
-        rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
+    if isinstance(seg, list):
+        polygons = values.usable_polygons(seg)
+        if not polygons:
+            return np.zeros((h, w), np.uint8)
+        rle = mask_utils.merge(mask_utils.frPyObjects(polygons, h, w))
     else:
         rle = mask_utils.frPyObjects(seg, h, w) if isinstance(seg["counts"], list) else seg
     mask = mask_utils.decode(rle)

@@ -40,7 +40,7 @@ def id_problem(value: Any) -> str | None:
 def side_problem(width: Any, height: Any) -> str | None:
     if all(is_int(v) and 0 < v <= MAX_SIDE for v in (width, height)):
         return None
-    return f"needs positive integer width and height up to {MAX_SIDE}, got {Shown(width)!r}x{Shown(height)!r}"
+    return f"needs positive integer width and height, got {Shown(width)!r}x{Shown(height)!r} (at most {MAX_SIDE})"
 
 
 def iscrowd_problem(ann: dict) -> str | None:
@@ -58,16 +58,22 @@ def area_problem(ann: dict) -> str | None:
 
 
 def polygons_problem(polygons: list, height: int, width: int) -> str | None:
-    """Polygon parts as COCO writes them: [x1, y1, x2, y2, ...] with at least 3 points, near their image."""
+    """Polygon parts as COCO writes them: [x1, y1, x2, y2, ...] near their image. A part of fewer than 3 points
+    has no area and is left out where masks are drawn (`usable_polygons`)."""
     for k, part in enumerate(polygons):
         if not (isinstance(part, list) and all(is_finite_number(v) for v in part)):
             return f"polygon segmentation must be lists of finite x, y numbers (polygon {k} is {Shown(part)!r})"
-        if len(part) % 2 or len(part) < 6:
-            return f"polygon {k} has {len(part)} numbers; a polygon needs x, y pairs of at least 3 points"
+        if len(part) % 2:
+            return f"polygon {k} has {len(part)} numbers; a polygon is x, y pairs"
         far = next((v for i, v in enumerate(part) if _far_outside(v, width if i % 2 == 0 else height)), None)
         if far is not None:
             return f"polygon {k} has a coordinate {Shown(far)!r} far outside its image ({width}x{height})"
     return None
+
+
+def usable_polygons(polygons: list) -> list:
+    """The parts that enclose an area; pycocotools reads a 4-number part as a box and refuses shorter ones."""
+    return [part for part in polygons if len(part) >= 6]
 
 
 def _far_outside(coordinate: float, side: int) -> bool:

@@ -104,11 +104,13 @@ def coco_mask_ap(gt_dataset: dict, detections: list[dict]) -> dict[str, float]:
 
 
 def _scorable(gt_dataset: dict) -> list[dict]:
-    """Copies of the GT annotations COCOeval can score: those with a mask (no detection is made for the others),
+    """Copies of the GT annotations COCOeval can score: those with a mask (no detection is made for the others;
+    polygon parts of fewer than 3 points dropped),
     with the `iscrowd` and `area` it indexes (both optional in a COCO file; the area is the mask's)."""
     import copy
 
     from mal.coco import annotation_area
+    from mal.coco_values import usable_polygons
 
     sizes = {image["id"]: (image["height"], image["width"]) for image in gt_dataset["images"]}
     scorable = []
@@ -116,6 +118,10 @@ def _scorable(gt_dataset: dict) -> list[dict]:
         if not ann.get("segmentation"):
             continue
         ann = copy.deepcopy(ann)
+        if isinstance(ann["segmentation"], list):
+            ann["segmentation"] = usable_polygons(ann["segmentation"])
+            if not ann["segmentation"]:
+                continue  # only parts of fewer than 3 points: no area to score against
         ann["iscrowd"] = int(ann.get("iscrowd", 0))
         ann["area"] = annotation_area(ann, *sizes[ann["image_id"]])
         scorable.append(ann)

@@ -283,16 +283,19 @@ def promote_champion(
         client.set_registered_model_alias(model_name, CHAMPION, version)
         return version, True, f"{model_name}@{CHAMPION} is version {version} ({metric} {new_value:.4f}), the first"
     old_value = float(current.tags.get(metric, "nan"))
+    # a champion judged by another metric (a mask metric against a box-only one) has no value of this one to beat
+    same_metric = current.tags.get("metric", metric) == metric
     same_set = current.tags.get("eval_set") == eval_set
-    better = same_set and (new_value > old_value if mode == "max" else new_value < old_value)
+    better = same_set and same_metric and (new_value > old_value if mode == "max" else new_value < old_value)
     if better:
         client.set_registered_model_alias(model_name, CHAMPION, version)
         return version, True, f"{model_name}@{CHAMPION} moved to version {version}: {metric} {new_value:.4f} beats {old_value:.4f}"
-    reason = (
-        f"scored {metric} {new_value:.4f}, not better than {old_value:.4f}"
-        if same_set
-        else "was evaluated on another validation set than the champion, so the two are not comparable"
-    )
+    if not same_set:
+        reason = "was evaluated on another validation set than the champion, so the two are not comparable"
+    elif not same_metric:
+        reason = f"was judged by {metric}, the champion by {current.tags['metric']}, so the two are not comparable"
+    else:
+        reason = f"scored {metric} {new_value:.4f}, not better than {old_value:.4f}"
     return version, False, f"{model_name}@{CHAMPION} stays at version {current.version}: version {version} {reason}"
 
 

@@ -31,12 +31,12 @@ def train(spec: Path = SpecOption, overrides: list[str] = Overrides) -> None:
     from mal.runner import fit
 
     result = fit(experiment)
-    typer.echo(f"trained {result.epochs_run} epochs; best mIoU {result.best_metric:.4f}; checkpoints in {result.train_dir}")
+    typer.echo(f"trained {result.epochs_run} epochs; best {result.metric} {result.best_metric:.4f}; checkpoints in {result.train_dir}")
 
 
 @app.command()
 def evaluate(spec: Path = SpecOption, overrides: list[str] = Overrides) -> None:
-    """Evaluate a checkpoint on dataset.val_*: mIoU (all/small/medium/large) and mask AP."""
+    """Evaluate a checkpoint on dataset.val_*: box_score, and mIoU (all/small/medium/large) and mask AP where masks exist."""
     experiment = _spec(spec, overrides, "evaluate")
     from mal.runner import evaluate as run_evaluate
 

@@ -58,12 +58,17 @@ class MIoU:
         return out
 
 
+def class_balanced_mean(values: Iterable[float], category_ids: Iterable[int]) -> float:
+    """The mean of each category's mean (NaN for no values): every class weighs the same, as in mIoU."""
+    acc = MIoU()
+    for value, cat in zip(values, category_ids, strict=True):
+        acc.add(value, cat, 0.0)
+    return acc.compute()["mIoU"]
+
+
 def class_balanced_miou(ious: Iterable[float], category_ids: Iterable[int]) -> float:
     """Convenience for one-off figures (e.g. the box-fill baseline)."""
-    acc = MIoU()
-    for iou, cat in zip(ious, category_ids, strict=True):
-        acc.add(iou, cat, 0.0)
-    return acc.compute()["mIoU"]
+    return class_balanced_mean(ious, category_ids)
 
 
 def region_iou(pred_region: np.ndarray, region: tuple[int, int, int, int], gt_full: np.ndarray) -> float:
@@ -90,6 +95,7 @@ def coco_mask_ap(gt_dataset: dict, detections: list[dict]) -> dict[str, float]:
         gt = COCO()
         # COCOeval swaps each GT segmentation for its RLE in place: work on copies, not the caller's annotations
         gt.dataset = {k: copy.deepcopy(gt_dataset[k]) for k in ("images", "categories")}
+        # a box without a mask (a partly masked set) is neither a GT to find nor one COCOeval can rasterise
         gt.dataset["annotations"] = _scorable(gt_dataset)
         gt.createIndex()
         dt = gt.loadRes(detections)

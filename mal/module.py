@@ -1,4 +1,5 @@
-"""The LightningModule: MAL's training step (MIL + CRF losses, EMA teacher), lr schedule and validation mIoU.
+"""The LightningModule: MAL's training step (MIL + CRF losses, EMA teacher), lr schedule and validation
+metrics (mIoU where masks exist, box_score everywhere).
 
 The Trainer owns devices, precision and checkpoints (see mal/runner.py).
 """
@@ -11,11 +12,13 @@ from typing import Any
 import lightning as L
 import torch
 
+from mal.box_score import batch_scores
 from mal.coco import CocoSet, gt_mask
 from mal.errors import TrainingFailure
 from mal.losses import mal_losses
-from mal.metrics import MIoU, coco_mask_ap, region_iou
+from mal.metrics import MIoU, class_balanced_mean, coco_mask_ap, region_iou
 from mal.model import build_mal
+from mal.objective import BOX_METRICS
 from mal.predict import paste_masks, thresholds_by_bucket
 from mal.spec import ExperimentSpec
 
@@ -134,20 +137,23 @@ class MALModule(L.LightningModule):
         )
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        for inst in paste_masks(self.predict_logits(batch), batch, self._thresholds):
+        """Every box gets its box_score; a box with a ground-truth mask also gets its IoU and its detection."""
+        logits = self.predict_logits(batch)
+        scores = batch_scores(logits, batch, self._thresholds)
+        for k, inst in enumerate(paste_masks(logits, batch, self._thresholds)):
             ann = self._val_anns[inst.ann_id]
-            if ann.get("iscrowd", 0) or not ann.get("segmentation"):
-                continue  # a crowd region is not one instance: no IoU against it
-            gt = gt_mask(ann, *inst.image_hw)
-            self._records.append(
-                {
-                    "ann_id": inst.ann_id,
-                    "category_id": inst.category_id,
-                    "box_area": inst.box_area,
-                    "iou": region_iou(inst.mask, inst.region, gt),
-                    "det": {"image_id": inst.image_id, "category_id": inst.category_id, "segmentation": inst.rle(), "score": inst.score},
-                }
-            )
+            if ann.get("iscrowd", 0):
+                continue  # a crowd region is not one instance: neither a box to fill nor a mask to match
+            record = {
+                "ann_id": inst.ann_id,
+                "category_id": inst.category_id,
+                "box_area": inst.box_area,
+                **{name: values[k] for name, values in scores.items()},
+            }
+            if ann.get("segmentation"):
+                record["iou"] = region_iou(inst.mask, inst.region, gt_mask(ann, *inst.image_hw))
+                record["det"] = {"image_id": inst.image_id, "category_id": inst.category_id, "segmentation": inst.rle(), "score": inst.score}
+            self._records.append(record)
 
     def on_validation_epoch_start(self) -> None:
         self._records = []
@@ -169,10 +175,18 @@ class MALModule(L.LightningModule):
 
 
 def compute_metrics(records: list[dict[str, Any]], gt_dataset: dict | None) -> dict[str, float]:
+    """mIoU and mask AP over the boxes with a ground-truth mask (NaN without any), box_score over every box."""
+    masked = [r for r in records if "iou" in r]
     acc = MIoU()
-    for r in records:
+    for r in masked:
         acc.add(r["iou"], r["category_id"], r["box_area"])
     metrics = acc.compute()
-    if gt_dataset is not None:
-        metrics.update(coco_mask_ap(gt_dataset, [r["det"] for r in records]))
+    if gt_dataset is not None and masked:
+        metrics.update(coco_mask_ap(gt_dataset, [r["det"] for r in masked]))
+    else:
+        metrics.update(mask_AP=float("nan"), mask_AP50=float("nan"))
+    categories = [r["category_id"] for r in records]
+    for name in BOX_METRICS:
+        metrics[name] = class_balanced_mean([r[name] for r in records], categories)
+    metrics["num_boxes"] = len(records)
     return metrics

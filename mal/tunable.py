@@ -10,14 +10,20 @@ from types import SimpleNamespace
 
 from mal import spec
 from mal.errors import TrainingFailure, UserError
-from mal.metrics import BUCKETS
 from mal.names import BEST_FILE, LATEST_FILE, REGISTERED_MODEL
+from mal.objective import METRICS, judged_by
 from mal.storage import local_file
 from plumbing.files import file_hash
 
 
 def check_inputs(experiment: spec.ExperimentSpec) -> None:
+    """The training's inputs, and a study metric the validation set can measure (mIoU, a study's default,
+    needs masks)."""
+    from mal.coco import load_coco
+
     spec.check_paths(experiment, "train")
+    d = experiment.dataset
+    judged_by(experiment, load_coco(d.val_ann_path, d.val_img_dir), default=next(iter(METRICS)))
 
 
 def train_dir(experiment: spec.ExperimentSpec) -> Path:
@@ -48,7 +54,7 @@ MODEL = SimpleNamespace(
     train_dir=train_dir,
     eval_set=eval_set,
     search_space=Path(__file__).parent / "search_space.yaml",
-    metrics={"mIoU": "max", **{f"mIoU_{bucket}": "max" for bucket in BUCKETS}, "mask_AP": "max", "mask_AP50": "max"},
+    metrics=METRICS,
     best_checkpoint=BEST_FILE,
     latest_checkpoint=LATEST_FILE,
     fit="mal.runner.train:fit",

@@ -94,6 +94,8 @@ def test_asha_study_end_to_end_and_best_reproduces(tiny_data, tmp_path):
     study = tmp_path / "study"
     doc = json.loads((study / "study.json").read_text())
     assert doc["status"] == "completed" and doc["settings"]["algorithm"] == "asha"
+    # every validation of every trial keeps both scores: the mask one and the box-only one
+    assert all({"epoch", "mIoU", "box_score"} <= set(h) for r in doc["records"] for h in r["history"])
     rows = list(csv.DictReader((study / "leaderboard.csv").open()))
     assert len(rows) == 4 and {"train.lr", "train.loss_mil_weight", "best_mIoU", "epochs", "seconds"} <= set(rows[0])
     assert len({r["train.lr"] for r in rows}) == 4

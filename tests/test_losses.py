@@ -154,3 +154,49 @@ def test_crf_size_ratio_changes_the_crf_resolution_not_the_mil_term():
     )
     assert torch.equal(base["loss_mil"], finer["loss_mil"])
     assert not torch.equal(base["loss_crf"], finer["loss_crf"])
+
+
+def _disc(size: int, radius: float) -> torch.Tensor:
+    ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    centre = (size - 1) / 2
+    return (((ys - centre) ** 2 + (xs - centre) ** 2) <= radius**2).float()[None, None]
+
+
+def _levels_of(region: torch.Tensor, sizes: tuple[int, ...], noise: float = 0.05) -> list[torch.Tensor]:
+    """Encoder-like pyramid levels: one feature vector on the region, another elsewhere, some noise."""
+    torch.manual_seed(0)
+    inside, outside = torch.randn(8), torch.randn(8)
+    levels = []
+    for s in sizes:
+        r = torch.nn.functional.interpolate(region, size=(s, s), mode="area")
+        f = r * inside[None, :, None, None] + (1 - r) * outside[None, :, None, None]
+        levels.append(f + noise * torch.randn_like(f))
+    return levels
+
+
+def test_feature_affinity_finds_the_object_whose_features_differ_from_the_ring():
+    from mal.losses import feature_affinity_labels
+
+    disc, box = _disc(32, 9), _box(32, 5)  # a disc inside a box with a margin: the corners are background
+    labels = feature_affinity_labels(_levels_of(disc, (16, 8, 4)), box, box)
+    assert _iou(labels, disc) > 0.85 > _iou(box, disc)
+    assert labels[box == 0].sum() == 0  # never outside the box
+
+
+def test_feature_affinity_falls_back_to_the_box_when_the_features_see_nothing():
+    from mal.losses import feature_affinity_labels
+
+    box = _box(32, 5)
+    flat = [torch.ones(1, 8, s, s) for s in (16, 8)]  # the object looks like its ring
+    assert torch.equal(feature_affinity_labels(flat, box, box), box)
+
+
+def test_the_affinity_term_is_added_with_its_weight_and_only_with_teacher_features():
+    student, teacher, image, box = _inputs()
+    levels = [f.expand(2, -1, -1, -1) for f in _levels_of(_disc(32, 8), (8, 4))]
+    with_term = mal_losses(student, teacher, image, box, TrainConfig(crf_num_iter=5, loss_aff_weight=2), 0, 1, levels)
+    without = mal_losses(student, teacher, image, box, TrainConfig(crf_num_iter=5), 0, 1, levels)
+    assert with_term["loss_aff"] > 0 and "loss_aff" not in without
+    assert torch.allclose(with_term["loss"], without["loss"] + 2 * with_term["loss_aff"])
+    no_levels = mal_losses(student, teacher, image, box, TrainConfig(crf_num_iter=5, loss_aff_weight=2), 0, 1)
+    assert "loss_aff" not in no_levels

@@ -89,6 +89,7 @@ def test_study_is_tracked_with_nested_runs_and_a_champion(mlflow_server, tracked
         assert float(child.data.params["train.lr"]) == pytest.approx(float(row["train.lr"]))
         history = client.get_metric_history(child.info.run_id, "mIoU")
         assert [m.step for m in history] == list(range(1, int(row["epochs"]) + 1))
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "box_score")] == [m.step for m in history]
         assert max(m.value for m in history) == pytest.approx(float(row["best_mIoU"]), abs=1e-5)
         assert child.data.tags["automl.status"] == row["status"] and child.info.status == "FINISHED"
         assert [a.path for a in client.list_artifacts(child.info.run_id, "checkpoint")] == ["checkpoint/mal_model_best.pth"]
@@ -122,6 +123,10 @@ def test_study_is_tracked_with_nested_runs_and_a_champion(mlflow_server, tracked
     assert moved and client.get_model_version_by_alias("mal", "champion").version == version
     _, moved, message = promote_champion(mlflow_server, "mal", parent.info.run_id, best_dir, {"mIoU": 0.99}, "mIoU", "max", "other-set")
     assert not moved and "another validation set" in message
+    _, moved, message = promote_champion(
+        mlflow_server, "mal", parent.info.run_id, best_dir, {"box_score": 0.99}, "box_score", "max", eval_set
+    )
+    assert not moved and "judged by box_score, the champion by mIoU" in message
 
 
 def test_mlflow_ui_lists_the_trials_under_the_study_in_a_browser(mlflow_server, tracked_study):

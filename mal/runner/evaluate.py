@@ -1,4 +1,5 @@
-"""`mal evaluate`: a trained MAL loaded from its checkpoint, scored on dataset.val_* (mIoU, mask AP)."""
+"""`mal evaluate`: a trained MAL loaded from its checkpoint, scored on dataset.val_* (box_score; mIoU and mask AP
+on the boxes with ground-truth masks)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from mal import checkpoint as ckpt
 from mal.coco import CocoSet
 from mal.errors import UserError
 from mal.module import MALModule, compute_metrics
+from mal.objective import has_masks
 from mal.runner.devices import autocast, device, to_device
 from mal.runner.loaders import loader, validation_set
 from mal.spec import ExperimentSpec
@@ -65,7 +67,8 @@ def _finite(value: Any) -> Any:
 
 
 def evaluate(spec: ExperimentSpec) -> tuple[dict[str, float], Path]:
-    """mIoU (all/small/medium/large), mask AP and AP50 of evaluate.checkpoint on dataset.val_*."""
+    """box_score, mIoU (all/small/medium/large), mask AP and AP50 of evaluate.checkpoint on dataset.val_*; the
+    mask metrics are null (with a note) when no box has a ground-truth mask."""
     e = spec.evaluate
     val_coco, val_set = validation_set(spec)
     on = device(e.num_gpus)
@@ -78,4 +81,6 @@ def evaluate(spec: ExperimentSpec) -> tuple[dict[str, float], Path]:
     metrics = compute_metrics(module._records, val_coco.raw)
     metrics["checkpoint"] = str(e.checkpoint)
     clean = _finite(metrics)
+    if not has_masks(val_coco):
+        clean["note"] = f"{spec.dataset.val_ann_path} has no ground-truth masks: mIoU and mask AP are null, box_score scores the boxes"
     return clean, write_json(clean, spec.output_dir("evaluate") / "metrics.json")

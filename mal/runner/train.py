@@ -1,5 +1,5 @@
 """`mal train`: data, MAL and a Lightning Trainer from a spec; resumes from the latest checkpoint and keeps
-the best one by validation mIoU (TAO's checkpoint names)."""
+the best one by validation mIoU, or box_score on a box-only validation set (TAO's checkpoint names)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from mal.data import EpochSampler, MALTrainDataset, rank_and_world, usable_train
 from mal.errors import TrainingFailure
 from mal.module import MALModule
 from mal.names import BEST_NAME, EPOCH_TEMPLATE, EXTENSION, LATEST_NAME, STEP_TEMPLATE
+from mal.objective import judged_by
 from mal.runner.devices import precision, use_gpu
 from mal.runner.loaders import loader, validation_set
 from mal.spec import ExperimentSpec
@@ -37,6 +38,7 @@ class FitResult:
     epochs_run: int
     best_metric: float
     best_checkpoint: Path | None
+    metric: str = "mIoU"  # what best_metric is: the validation metric that picked the best checkpoint
 
     @classmethod
     def of(cls, train_dir: Path, trainer: Any, best: Any) -> FitResult:
@@ -47,6 +49,7 @@ class FitResult:
             epochs_run=trainer.current_epoch,
             best_metric=float(score) if score is not None else float("nan"),
             best_checkpoint=Path(best.best_model_path) if best.best_model_path else None,
+            metric=best.monitor,
         )
 
 
@@ -59,12 +62,12 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")  # resuming there is the point
 
 
-def keep_best(train_dir: Path) -> ModelCheckpoint:
-    """mal_model_best.pth by validation mIoU, written when validation ends, so it exists before any
+def keep_best(train_dir: Path, metric: str = "mIoU") -> ModelCheckpoint:
+    """mal_model_best.pth by a validation metric (mIoU, or box_score without masks), written when validation ends, so it exists before any
     end-of-epoch hook reports that score (a scheduler may stop a trial inside its report; Lightning's
     default would save after that)."""
     best = ModelCheckpoint(
-        dirpath=train_dir, filename=BEST_NAME, monitor="mIoU", mode="max", save_top_k=1,
+        dirpath=train_dir, filename=BEST_NAME, monitor=metric, mode="max", save_top_k=1,
         enable_version_counter=False, save_on_train_epoch_end=False,
     )
     best.FILE_EXTENSION = EXTENSION
@@ -100,6 +103,7 @@ def fit(
         log.warning("training on %d boxes; skipped %d outside the size filter or crowd", len(instances), skipped)
     train_set = MALTrainDataset(train_coco, instances, d.crop_size, t.margin_rate, t.seed)
     val_coco, val_set = validation_set(spec)
+    metric = judged_by(spec, val_coco)
     gpu = use_gpu(t.num_gpus)
     if devices is None:
         devices = t.gpu_ids if gpu else t.cpu_processes
@@ -135,7 +139,7 @@ def fit(
     )
     periodic.CHECKPOINT_NAME_LAST = LATEST_NAME
     periodic.FILE_EXTENSION = EXTENSION
-    best = keep_best(train_dir)
+    best = keep_best(train_dir, metric)
 
     trainer = L.Trainer(
         accelerator="gpu" if gpu else "cpu",

@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/mal demo-data $(DEMO_DIR)
+	test -f $(DEMO_DIR)/val/annotations.json || $(BIN)/mal demo-data $(DEMO_DIR)
 	$(BIN)/automl run --model mal -e experiments/mal_demo.yaml
 
 # The browser test drives Debian's chromium (no browser download); install it when missing.

@@ -145,22 +145,22 @@ def off(model_name: str = ModelOption, spec_path: Path = SpecOption, overrides: 
 @app.command()
 def status(study_dir: Path = typer.Argument(..., help="The study's results_dir.")) -> None:
     """Print a study's leaderboard (during a run or after it)."""
-    import csv
     import json
 
     from rich.console import Console
     from rich.table import Table
 
     from automl.state import LEADERBOARD_FILE, read_study
+    from automl.study_file import read_leaderboard
 
     doc = read_study(study_dir)
-    rows = list(csv.DictReader((study_dir / LEADERBOARD_FILE).open())) if (study_dir / LEADERBOARD_FILE).is_file() else []
+    rows = read_leaderboard(study_dir / LEADERBOARD_FILE)
     s = doc["settings"]
     table = Table(title=f"{s['model']} · {s['algorithm']} · {doc['status']} · {doc['elapsed_seconds']:.0f}s")
     for column in rows[0].keys() if rows else ["trial_id"]:
         table.add_column(column, overflow="fold")
     metric_col = f"best_{s['metric']}"
-    rows.sort(key=lambda r: float(r.get(metric_col) or "-inf"), reverse=s["mode"] == "max")
+    rows.sort(key=lambda r: _as_number(r.get(metric_col), s["mode"]), reverse=s["mode"] == "max")
     for row in rows:
         table.add_row(*(_short(row[c]) for c in row))
     console = Console()
@@ -168,6 +168,15 @@ def status(study_dir: Path = typer.Argument(..., help="The study's results_dir."
     best = doc.get("best") or doc.get("best_so_far")
     if best:
         console.print(f"best: {best['trial_id']}  {json.dumps(best.get('params'))}")
+
+
+def _as_number(text: str | None, mode: str) -> float:
+    """A leaderboard cell as a number to sort by; an empty or edited cell sorts last."""
+    try:
+        value = float(text or "nan")
+    except ValueError:
+        value = float("nan")
+    return value if value == value else float("-inf" if mode == "max" else "inf")
 
 
 @app.command()

@@ -136,6 +136,8 @@ def _entry_point(name: str) -> Any:
 
 def _import(path: str) -> Any:
     module, _, attr = path.partition(":")
+    if not (module and attr and all(part.isidentifier() for part in [*module.split("."), attr])):
+        raise UserError(f"--model {path!r}: expected a registered name or package.module:ATTR")
     try:
         return getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:

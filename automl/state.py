@@ -130,4 +130,6 @@ def read_study(study_dir: Path) -> dict[str, Any]:
     path = study_dir / STUDY_FILE
     if not path.is_file():
         raise UserError(f"{study_dir} holds no study ({STUDY_FILE} not found)")
-    return json.loads(path.read_text())
+    from automl.study_file import read_study_file
+
+    return read_study_file(path)

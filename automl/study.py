@@ -61,13 +61,7 @@ def run_study(model: TunableModel, spec: Any, space: SearchSpace, study_dir: Pat
     connect_ray()
     check_shared_storage(study_dir, tracking_uri(config.tracking_uri), console=console)  # before anything is written
     settings = driver.study_settings(model, spec, config)
-    study_dir.mkdir(parents=True, exist_ok=True)
-    state = StudyState(study_dir, settings, space)
-    state.write()
-    atomic_write_text(study_dir / SPEC_FILE, dump_yaml(spec.model_dump(mode="json")))
-    tracker, tracking = _tracking(model, config, console)
-    tracking.send("start_study", str(study_dir.resolve()), settings, space.to_dict())
-
+    # the algorithms refuse what they cannot run (a grid larger than max_trials) before the study folder exists
     searcher, scheduler = algorithms.build(
         config.algorithm,
         space,
@@ -82,6 +76,13 @@ def run_study(model: TunableModel, spec: Any, space: SearchSpace, study_dir: Pat
             shape_fields=model.shape_fields,
         ),
     )
+    study_dir.mkdir(parents=True, exist_ok=True)
+    state = StudyState(study_dir, settings, space)
+    state.write()
+    atomic_write_text(study_dir / SPEC_FILE, dump_yaml(spec.model_dump(mode="json")))
+    tracker, tracking = _tracking(model, config, console)
+    tracking.send("start_study", str(study_dir.resolve()), settings, space.to_dict())
+
     console.print(
         f"[bold]study[/] {model.name} · {config.algorithm} · {config.max_trials} trials × ≤{settings['max_epochs']} epochs · "
         f"{settings['max_concurrent']} at once · searching {', '.join(space.names)}"

@@ -303,7 +303,14 @@ def resolve_model_uri(location: str, uri: str | None = None) -> str:
     """`models:/<name>@<alias>` or `models:/<name>/<version>` -> a local weights file (the model's own
     package expands its shorthands, such as a bare `champion`, into these)."""
     name, ref = _parse_models_uri(location)
-    client = _client(tracking_uri(uri))
+    backend = tracking_uri(uri)
+    database = backend.removeprefix("sqlite:///") if backend.startswith("sqlite:///") else None
+    if database is not None and not Path(database).is_file():
+        # MLflow would create an empty database here (and log its migrations) only to find no model in it
+        raise UserError(
+            f"{location}: no tracking database at {database}; set MLFLOW_TRACKING_URI to the one the study used"
+        )
+    client = _client(backend)
     from mlflow.exceptions import MlflowException
 
     try:

@@ -52,6 +52,7 @@ def load(path: str | Path, *, mmap: bool = False, foreign: bool = False) -> dict
     by other programs: MAE, timm, NVlabs' MAL) go through mal.safe_pickle, which also reads pickle protocol 4
     and keeps data-only objects (argparse.Namespace, paths) as inert records."""
     path = resolve(path)
+    _require_regular_file(Path(path))
     mmap = mmap and zipfile.is_zipfile(path)  # only the zip format (torch >= 1.6) can be mapped
     how = {"weights_only": False, "pickle_module": safe_pickle} if foreign else {"weights_only": True}
     try:
@@ -76,6 +77,12 @@ def load(path: str | Path, *, mmap: bool = False, foreign: bool = False) -> dict
     return checkpoint
 
 
+def _require_regular_file(path: Path) -> None:
+    """A FIFO or a device would block the read forever or stream without end: only regular files are read."""
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise UserError(f"checkpoint {path} is not a regular file (a pipe, socket or device)")
+
+
 _BLOCKED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
@@ -95,6 +102,22 @@ def check_training_checkpoint(path: str | Path) -> None:
             f"{path} is not a training checkpoint (no optimizer state) and cannot be resumed; "
             "to start from its weights, set train.pretrained_model_path instead"
         )
+    try:
+        network_state(checkpoint)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
+
+
+def check_fits(path: str | Path, expected: dict[str, torch.Tensor]) -> None:
+    """Every network tensor of the checkpoint has the shape of the model the spec builds (other head sizes
+    or another arch would fail deep inside Lightning's restore)."""
+    for key, tensor in network_state(load(path, mmap=True)).items():
+        want = expected.get(key)
+        if want is not None and tuple(want.shape) != tuple(tensor.shape):
+            raise UserError(
+                f"{path} does not fit the spec's model: {key} is {list(tensor.shape)} there and {list(want.shape)} "
+                "here (other model.* settings)"
+            )
 
 
 _CONV_MODULE = re.compile(r"(\.convs\.\d+)\.conv\.(weight|bias)$")
@@ -114,6 +137,9 @@ def network_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     state = {canonical_key(k.removeprefix("net.")): v for k, v in state.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
     if not any(k.startswith("student.") for k in state):
         raise UserError("checkpoint holds no MAL network (no student.* weights)")
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UserError(f"checkpoint weights are not finite: {key} holds NaN or inf (a diverged training?)")
     return state
 
 

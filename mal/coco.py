@@ -6,8 +6,6 @@ into training with a stack trace from inside a data-loader worker.
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -16,8 +14,11 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from mal import coco_values as values
 from mal.errors import UserError
 from mal.storage import image_dir, local_file
+from plumbing.safe_json import parse_json
+from plumbing.wording import printable
 
 BOX_SLACK_PX = 1.0
 
@@ -43,11 +44,7 @@ def load_coco(ann_path: str, img_dir: str | None = None, *, check_images: bool =
     """Read and validate `ann_path`; with `check_images`, also require every annotated image on disk."""
     path = local_file(ann_path)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(
-            f"{ann_path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
-        ) from None
+        raw = parse_json(path.read_text(encoding="utf-8"), ann_path)
     except UnicodeDecodeError:
         raise UserError(f"{ann_path}: not valid JSON (the file is not UTF-8 text)") from None
     _require_lists(raw, ann_path)
@@ -70,8 +67,7 @@ def gt_mask(ann: dict, h: int, w: int) -> np.ndarray | None:
     if problem:
         raise UserError(f"annotation {ann.get('id')}: {problem}")
     if isinstance(seg, list):
-        # pycocotools reads a 4-number list as a box and rejects shorter ones: drop degenerate parts.
-        polygons = [p for p in seg if len(p) >= 6]
+        polygons = values.usable_polygons(seg)
         if not polygons:
             return np.zeros((h, w), np.uint8)
         rle = mask_utils.merge(mask_utils.frPyObjects(polygons, h, w))
@@ -85,12 +81,16 @@ def gt_mask(ann: dict, h: int, w: int) -> np.ndarray | None:
     return mask.astype(np.uint8, copy=False)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+_is_int, _is_finite_number = values.is_int, values.is_finite_number
 
 
-def _is_finite_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+def annotation_area(ann: dict, h: int, w: int) -> float:
+    """`area` as written, else the mask's area (pycocotools' COCOeval needs one for its size ranges), else
+    the box's when there is no mask."""
+    if "area" in ann:
+        return float(ann["area"])
+    mask = gt_mask(ann, h, w)
+    return float(mask.sum()) if mask is not None else float(ann["bbox"][2] * ann["bbox"][3])
 
 
 def _escapes_folder(file_name: str) -> bool:
@@ -112,8 +112,9 @@ def _by_id(entries: list, key: str, what: str, name: str) -> dict[int, dict]:
     """`raw[key]`'s entries by their integer id; a missing or repeated id is one line naming it."""
     found: dict[int, dict] = {}
     for k, entry in enumerate(entries):
-        if not isinstance(entry, dict) or not _is_int(entry.get("id")):
-            raise UserError(f"{name}: {key}[{k}] has no integer 'id'")
+        problem = values.id_problem(entry.get("id")) if isinstance(entry, dict) else "is not an object"
+        if problem:
+            raise UserError(f"{name}: {key}[{k}] {problem}")
         if entry["id"] in found:
             raise UserError(f"{name}: duplicate {what} id {entry['id']}")
         found[entry["id"]] = entry
@@ -123,14 +124,12 @@ def _by_id(entries: list, key: str, what: str, name: str) -> dict[int, dict]:
 def _index_images(entries: list, name: str) -> dict[int, dict]:
     images = _by_id(entries, "images", "image", name)
     for iid, image in images.items():
-        width, height = image.get("width"), image.get("height")
-        if not (_is_int(width) and _is_int(height) and width > 0 and height > 0):
-            raise UserError(
-                f"{name}: image id {iid} needs positive integer width and height, got {width!r}x{height!r}"
-            )
+        problem = values.side_problem(image.get("width"), image.get("height"))
+        if problem:
+            raise UserError(f"{name}: image id {iid} {problem}")
         file_name = image.get("file_name")
-        if not isinstance(file_name, str) or not file_name:
-            raise UserError(f"{name}: image id {iid} has no file_name")
+        if not isinstance(file_name, str) or not file_name or not file_name.isprintable():
+            raise UserError(printable(f"{name}: image id {iid} has no usable file_name (got {file_name!r})"))
         if _escapes_folder(file_name):
             raise UserError(
                 f"{name}: image id {iid} file_name {file_name!r} escapes the image folder (absolute path or '..')"
@@ -149,7 +148,7 @@ def _check_annotations(
         if not (_is_int(category_id) and category_id in categories):
             raise UserError(f"{name}: annotation {aid} refers to unknown category_id {category_id!r}")
         _check_bbox(ann.get("bbox"), aid, image, name)
-        problem = _segmentation_problem(ann.get("segmentation"), image["height"], image["width"])
+        problem = values.iscrowd_problem(ann) or values.area_problem(ann) or _segmentation_problem(ann.get("segmentation"), image["height"], image["width"])
         if problem:
             raise UserError(f"{name}: annotation {aid}: {problem}")
     return entries
@@ -224,13 +223,12 @@ def _segmentation_problem(seg: Any, h: int, w: int) -> str | None:
     if seg is None or seg == []:
         return None
     if isinstance(seg, list):
-        if not all(isinstance(p, list) and all(_is_finite_number(v) for v in p) for p in seg):
-            return "polygon segmentation must be lists of finite x, y numbers"
-        return None
+        return values.polygons_problem(seg, h, w)
     if not (isinstance(seg, dict) and "counts" in seg and "size" in seg):
         return "segmentation is neither polygons nor RLE ({counts, size})"
-    if seg["size"] != [h, w]:
-        return f"segmentation size {seg['size']!r} does not match its image ({h}x{w})"
+    problem = values.rle_size_problem(seg["size"], h, w)
+    if problem:
+        return problem
     counts = seg["counts"]
     if isinstance(counts, str):
         counts = _rle_string_counts(counts)

@@ -96,7 +96,7 @@ def coco_mask_ap(gt_dataset: dict, detections: list[dict]) -> dict[str, float]:
         # COCOeval swaps each GT segmentation for its RLE in place: work on copies, not the caller's annotations
         gt.dataset = {k: copy.deepcopy(gt_dataset[k]) for k in ("images", "categories")}
         # a box without a mask (a partly masked set) is neither a GT to find nor one COCOeval can rasterise
-        gt.dataset["annotations"] = [copy.deepcopy(a) for a in gt_dataset["annotations"] if a.get("segmentation")]
+        gt.dataset["annotations"] = _scorable(gt_dataset)
         gt.createIndex()
         dt = gt.loadRes(detections)
         ev = COCOeval(gt, dt, iouType="segm")
@@ -107,3 +107,28 @@ def coco_mask_ap(gt_dataset: dict, detections: list[dict]) -> dict[str, float]:
     ap, ap50 = (float(v) for v in ev.stats[:2])
     # -1 means "no GT in range": report 0 rather than a negative precision
     return {"mask_AP": max(ap, 0.0), "mask_AP50": max(ap50, 0.0)}
+
+
+def _scorable(gt_dataset: dict) -> list[dict]:
+    """Copies of the GT annotations COCOeval can score: those with a mask (no detection is made for the others;
+    polygon parts of fewer than 3 points dropped),
+    with the `iscrowd` and `area` it indexes (both optional in a COCO file; the area is the mask's)."""
+    import copy
+
+    from mal.coco import annotation_area
+    from mal.coco_values import usable_polygons
+
+    sizes = {image["id"]: (image["height"], image["width"]) for image in gt_dataset["images"]}
+    scorable = []
+    for ann in gt_dataset["annotations"]:
+        if not ann.get("segmentation"):
+            continue
+        ann = copy.deepcopy(ann)
+        if isinstance(ann["segmentation"], list):
+            ann["segmentation"] = usable_polygons(ann["segmentation"])
+            if not ann["segmentation"]:
+                continue  # only parts of fewer than 3 points: no area to score against
+        ann["iscrowd"] = int(ann.get("iscrowd", 0))
+        ann["area"] = annotation_area(ann, *sizes[ann["image_id"]])
+        scorable.append(ann)
+    return scorable

@@ -69,11 +69,24 @@ def _download(location: str) -> Path:
     return target
 
 
+def write_remote_text(location: str, text: str) -> str:
+    """A text file written to an object store (the store makes the write atomic: a failed upload leaves no
+    object behind)."""
+    try:
+        with _filesystem(location).open(location, "w", encoding="utf-8") as out:
+            out.write(text)
+    except (OSError, PermissionError) as exc:
+        raise UserError(f"cannot write {location}: {' '.join(str(exc).split())[:200]}") from None
+    return location
+
+
 def local_file(location: str) -> Path:
     """A readable local path for a file location (remote files are cached)."""
     if is_remote(location):
         return _download(location)
     path = Path(location.removeprefix("file://")).expanduser()
+    if path.exists() and not path.is_file():  # a FIFO would block the read forever
+        raise UserError(f"{location}: not a regular file (a folder, pipe or device)")
     if not path.is_file():
         raise UserError(f"{location}: file not found")
     return path
@@ -108,7 +121,9 @@ def _unpack(archive: Path, target: Path) -> None:
             tar.extractall(staging, filter="data")  # refuses absolute paths and ../ members
     except (tarfile.TarError, OSError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        raise UserError(f"{archive}: cannot unpack image archive ({exc})") from None
+        # tarfile's ReadError lists every compression it tried, one per line; the gist is that none fitted
+        reason = "not a tar archive, plain or compressed" if isinstance(exc, tarfile.ReadError) else " ".join(str(exc).split())
+        raise UserError(f"{archive}: cannot unpack image archive ({reason})") from None
     (staging / ".complete").touch()
     if target.exists():
         shutil.rmtree(target)

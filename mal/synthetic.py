@@ -22,6 +22,7 @@ from pycocotools import mask as mask_utils
 
 from mal.coco import load_coco
 from mal.data import box_fill_miou
+from mal.errors import UserError
 
 CATEGORIES = ("ellipse", "blob", "star", "ring")
 # Radii relative to a 160 px image; bands chosen so boxes fall in COCO's small / medium / large buckets.
@@ -46,6 +47,7 @@ def write_demo_dataset(
     """Write OUT/{train,val}/images/*.png and OUT/{train,val}/annotations.json; return counts and the
     box-filled-as-mask baseline mIoU on val."""
     out = Path(out_dir)
+    _refuse_a_dataset_in(out)
     counts = {}
     for split_id, (split, n_images) in enumerate((("train", num_train), ("val", num_val))):
         counts[f"{split}_images"] = n_images
@@ -53,6 +55,18 @@ def write_demo_dataset(
     val = load_coco(str(out / "val" / "annotations.json"))
     counts["box_fill_miou_val"] = box_fill_miou(val)
     return counts
+
+
+def _refuse_a_dataset_in(out: Path) -> None:
+    """A folder that already holds a dataset (this one or another) is never written over; an empty or
+    unrelated folder is fine."""
+    from mal.spec.outputs import check_folder
+
+    check_folder("demo-data OUT", out)
+    taken = [out / split / part for split in ("train", "val") for part in ("annotations.json", "images")]
+    found = next((path for path in taken if path.exists()), None)
+    if found is not None:
+        raise UserError(f"{out} already holds a dataset ({found} exists); choose an empty folder or delete it")
 
 
 def _write_split(folder: Path, seed: int, split_id: int, n_images: int, size: int) -> int:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import typer
 
 from plumbing.errors import UserError
+from plumbing.wording import printable
 
 SPEC_HELP = "Experiment spec (YAML)."
 OVERRIDES_HELP = "Overrides as section.field=value (YAML-typed), e.g. train.lr=1e-5."
@@ -43,8 +44,15 @@ def run_cli(app: Callable[..., object], user_errors: Callable[[], tuple[type[Bas
         code = getattr(exc, "exit_code", UserError.exit_code)
         details = getattr(exc, "details", ())
         if details:  # several problems of one input: the counting line, then one line each
-            print(f"error: {exc}", *(f"  {d}" for d in details), sep="\n", file=sys.stderr)
+            print(f"error: {one_line(str(exc))}", *(f"  {one_line(str(d))}" for d in details), sep="\n", file=sys.stderr)
             raise SystemExit(code) from None
-        # a user error raised in a data-loader worker comes back with the worker's traceback in its message
-        lines = [line for line in str(exc).splitlines() if line.strip()]
-        fail(lines[-1].strip() if lines else type(exc).__name__, code)
+        fail(one_line(str(exc)) or type(exc).__name__, code)
+
+
+def one_line(message: str) -> str:
+    """A message as one line: from a data-loader worker's traceback, its last line (the error itself);
+    otherwise every line kept, joined, so a path on the first line is not lost; control characters escaped."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if any(line.startswith("Traceback") or line.startswith("Original Traceback") for line in lines):
+        lines = lines[-1:]
+    return printable("; ".join(lines))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ from mal.objective import has_masks
 from mal.runner.devices import autocast, device, to_device
 from mal.runner.loaders import loader, validation_set
 from mal.spec import ExperimentSpec
-from plumbing.files import atomic_write_text
+from mal.storage import write_remote_text
+from plumbing.files import atomic_write_text, is_remote
 
 log = logging.getLogger("mal")
 
@@ -46,8 +48,22 @@ def load_module(spec: ExperimentSpec, checkpoint_path: str, val_coco: CocoSet | 
     return module.eval()
 
 
-def write_json(data: Any, path: Path) -> Path:
-    return atomic_write_text(path, json.dumps(data))
+def write_json(data: Any, location: str | Path) -> str | Path:
+    """Strict JSON (a NaN or inf, which JSON has no word for, is written as null) to a path or a URI."""
+    text = json.dumps(_finite(data), allow_nan=False)
+    if is_remote(location):
+        return write_remote_text(str(location), text)
+    return atomic_write_text(Path(location), text)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def evaluate(spec: ExperimentSpec) -> tuple[dict[str, float], Path]:
@@ -64,7 +80,7 @@ def evaluate(spec: ExperimentSpec) -> tuple[dict[str, float], Path]:
             module.validation_step(to_device(batch, on), i)
     metrics = compute_metrics(module._records, val_coco.raw)
     metrics["checkpoint"] = str(e.checkpoint)
-    clean = {k: (None if isinstance(v, float) and v != v else v) for k, v in metrics.items()}
+    clean = _finite(metrics)
     if not has_masks(val_coco):
         clean["note"] = f"{spec.dataset.val_ann_path} has no ground-truth masks: mIoU and mask AP are null, box_score scores the boxes"
     return clean, write_json(clean, spec.output_dir("evaluate") / "metrics.json")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +19,7 @@ from mal.predict import InstanceMask, paste_masks, thresholds_by_bucket
 from mal.runner.devices import autocast, device, to_device
 from mal.runner.evaluate import load_module, write_json
 from mal.spec import ExperimentSpec, with_values
+from mal.spec.outputs import label_dump_location
 
 log = logging.getLogger("mal")
 
@@ -117,10 +117,7 @@ def infer(spec: ExperimentSpec) -> dict[str, Any]:
         raise RuntimeError(f"inference engine {inf.engine} returned no annotation for {len(missing)} boxes, e.g. id {missing[0]}")
     output = dict(coco.raw)
     output["annotations"] = [results[a["id"]] for a in coco.anns]  # input order, every box
-    path = Path(inf.label_dump_path)
-    if not path.is_absolute():
-        path = spec.output_dir("inference") / path
-    write_json(output, path)
+    path = write_json(output, label_dump_location(spec))
     empty = sum(1 for ann in results.values() if ann["area"] == 0)
     if empty:
         log.warning("%d of %d boxes got an empty mask (too small or low confidence); they are written all the same", empty, len(results))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mal.spec.outputs import check_outputs
 from mal.spec.schema import ExperimentSpec
 from plumbing.errors import UserError
 from plumbing.files import is_remote
@@ -57,6 +58,7 @@ def check_paths(spec: ExperimentSpec, action: str) -> None:
             continue  # a registered model: resolved (and checked) when it is loaded
         if value and not exists(value):
             raise UserError(f"{key}: {value!r} does not exist")
+    check_outputs(spec, action, [value for _, value in required_paths(spec, action) + _optional_paths(spec, action)])
     _check_data(spec, action)
     _check_checkpoints(spec, action)
 
@@ -104,10 +106,22 @@ def _check_checkpoints(spec: ExperimentSpec, action: str) -> None:
         ckpt.load(t.pretrained_model_path, mmap=True, foreign=True)
     if local(t.resume_training_checkpoint_path):
         ckpt.check_training_checkpoint(t.resume_training_checkpoint_path)
+        ckpt.check_fits(t.resume_training_checkpoint_path, _model_tensors(spec))
         return
     latest = ckpt.latest(spec.output_dir("train"))
     if latest is not None:
         try:
             ckpt.check_training_checkpoint(latest)
+            ckpt.check_fits(latest, _model_tensors(spec))
         except UserError as exc:
             raise UserError(f"{exc}; training would resume from it: delete it to start over") from None
+
+
+def _model_tensors(spec: ExperimentSpec) -> dict:
+    """The shapes the spec's model has (built on the meta device: no memory, no init)."""
+    import torch
+
+    from mal.model import build_mal
+
+    with torch.device("meta"):
+        return build_mal(spec.model, spec.dataset.crop_size).state_dict()

@@ -10,33 +10,20 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
-    ValidationInfo,
-    field_validator,
     model_validator,
 )
 
 from plumbing.errors import UserError
-from plumbing.fields import bool_as_number
+from plumbing.fields import StrictModel
 from plumbing.wording import describe, suggest_field
 
 ALGORITHMS = ("asha", "bayesian", "hyperband", "bohb", "random", "grid", "pbt")
 SECTION = "automl"  # the section of every tunable model's spec that holds these settings
 
 
-class AutoMLConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        if bool_as_number(cls.model_fields[info.field_name].annotation, value):
-            raise ValueError(f"{value!r} is not a number (yes/no/true/false are read as booleans)")
-        return value
-
+class AutoMLConfig(StrictModel):
     policy: Literal["auto", "on", "off"] = Field("auto", description="auto|on: run a study; off: train once.")
     algorithm: Literal[ALGORITHMS] = Field("asha", description="Search algorithm.")  # type: ignore[valid-type]
     max_trials: int = Field(20, ge=1, description="Trials to run.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typing
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 
 def leaf_fields(model: type[BaseModel], prefix: str = "") -> dict[str, Any]:
@@ -43,3 +43,17 @@ def bool_as_number(annotation: Any, value: Any) -> bool:
     `batch_size: yes` would quietly train with 1. Validators refuse it with this test."""
     values = value if isinstance(value, list) else [value]
     return _numeric(annotation) and any(isinstance(v, bool) for v in values)
+
+
+class StrictModel(BaseModel):
+    """A spec section: unknown keys refused, NaN/inf refused (they pass `gt`/`ge`-free checks and only fail
+    deep inside training), and a boolean never read as a number."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if bool_as_number(cls.model_fields[info.field_name].annotation, value):
+            raise ValueError(f"{value!r} is not a number (yes/no/true/false are read as booleans)")
+        return value

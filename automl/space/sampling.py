@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import optuna
 
-from automl.space.schema import ParamSpec, on_grid, range_text, same_value
+from automl.space.schema import ParamSpec, on_grid, param_line, same_value
 from plumbing.errors import UserError
 
 MAX_GRID_VALUES = 64  # per parameter: a grid beyond this is a typo or a missing step, not a plan
@@ -59,17 +59,7 @@ class SearchSpace:
 
     def describe(self) -> list[str]:
         """One human line per parameter, for the study log."""
-        lines = []
-        for p in self.params:
-            text = f"{p.name}: {p.type} {range_text(p)}"
-            if p.weights:
-                text += f" weights {p.weights}"
-            if p.condition is not None:
-                text += f"; only when {p.condition.text()}"
-            if p.constraint is not None:
-                text += f"; must be {p.constraint.strip()}"
-            lines.append(text)
-        return lines
+        return [param_line(p) for p in self.params]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able record of exactly what was searched, for tracking and study.json."""

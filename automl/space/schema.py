@@ -230,3 +230,15 @@ def range_text(p: ParamSpec) -> str:
         return f"of {p.options}"
     scale = " (log)" if p.log else f" (step {p.step})" if p.step is not None else ""
     return f"in [{p.low}, {p.high}]{scale}"
+
+
+def param_line(p: ParamSpec) -> str:
+    """One human line per parameter: for the study log and `automl space`."""
+    text = f"{p.name}: {p.type} {range_text(p)}"
+    if p.weights:
+        text += f" weights {p.weights}"
+    if p.condition is not None:
+        text += f"; only when {p.condition.text()}"
+    if p.constraint is not None:
+        text += f"; must be {p.constraint.strip()}"
+    return text

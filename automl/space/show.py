@@ -4,18 +4,7 @@ space one study would search once resolved against a spec, without starting anyt
 from __future__ import annotations
 
 from automl.space.sampling import SearchSpace
-from automl.space.schema import ParamSpec, SearchSpaceFile, range_text
-
-
-def param_line(p: ParamSpec) -> str:
-    text = f"{p.name}: {p.type} {range_text(p)}"
-    if p.weights:
-        text += f" weights {p.weights}"
-    if p.condition is not None:
-        text += f"; only when {p.condition.text()}"
-    if p.constraint is not None:
-        text += f"; must be {p.constraint.strip()}"
-    return text
+from automl.space.schema import SearchSpaceFile, param_line
 
 
 def file_lines(sf: SearchSpaceFile) -> list[str]:

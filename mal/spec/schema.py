@@ -11,10 +11,10 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from mal.archs import ARCHS
-from plumbing.fields import bool_as_number
+from plumbing.fields import StrictModel
 from plumbing.safe_yaml import dump_yaml
 
 Action = Literal["train", "evaluate", "inference"]
@@ -34,16 +34,8 @@ _AutoMLSection = _owned_section("automl")
 SEED_MAX = 2**32 - 1  # numpy's seeds are unsigned 32-bit
 
 
-class _Section(BaseModel):
-    # NaN/inf pass `gt`/`ge`-free checks (a NaN margin, an inf lr) and only fail deep inside training
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        if bool_as_number(cls.model_fields[info.field_name].annotation, value):
-            raise ValueError(f"{value!r} is not a number (yes/no/true/false are read as booleans)")
-        return value
+class _Section(StrictModel):
+    """Every section of the MAL spec: strict (plumbing.fields.StrictModel)."""
 
 
 class _Devices(_Section):

@@ -28,7 +28,7 @@ chromium:
 		($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends chromium)
 
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=20 tests
 
 # Everything that neither trains a model nor starts Ray: about a minute, for the edit-test loop.
 test-fast: $(STAMP)

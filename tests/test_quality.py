@@ -37,10 +37,13 @@ def _train_then_evaluate(spec: str, args: list[str], folder) -> dict:
 def test_mal_trained_on_the_demo_set_beats_box_fill_by_the_margin(demo_data, tmp_path):
     from mal.coco import load_coco
     from mal.data import box_fill_miou
+    from mal.spec import load_spec
 
     baseline = box_fill_miou(load_coco(str(demo_data / "val" / "annotations.json")))
     spec = str(ROOT / "experiments" / "mal_demo.yaml")
-    metrics = _train_then_evaluate(spec, [*data_args(demo_data), f"results_dir={tmp_path}"], tmp_path)
+    epochs = load_spec(spec, []).train.num_epochs  # one validation, at the end: only the last epoch is scored
+    args = [*data_args(demo_data), f"train.validation_interval={epochs}", f"results_dir={tmp_path}"]
+    metrics = _train_then_evaluate(spec, args, tmp_path)
     print(f"demo: box-fill mIoU {baseline:.4f}; MAL mIoU {metrics['mIoU']:.4f}, mask AP {metrics['mask_AP']:.4f}")
     assert metrics["mIoU"] >= baseline + DEMO_MARGIN, f"MAL {metrics['mIoU']:.4f} vs box-fill {baseline:.4f}"
 

@@ -12,6 +12,7 @@ import typer
 from automl.tracking import redact
 from plumbing.cli import Overrides, SpecOption, command_line, run_cli
 from plumbing.errors import UserError
+from plumbing.signals import handled
 
 app = command_line("AutoML for registered models: Ray Tune trials with Optuna and early stopping, tracked and promoted.")
 
@@ -48,7 +49,13 @@ def run(
     tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: automl.tracking_uri, $MLFLOW_TRACKING_URI, sqlite:///mlflow.db)."),
     overrides: list[str] = Overrides,
 ) -> None:
-    """Run a study (automl.policy auto|on); with policy off, train once."""
+    """Run a study (automl.policy auto|on); with policy off, train once. SIGINT or SIGTERM stops the trials, marks
+    study.json interrupted and exits 130 or 143; `automl resume` continues."""
+    with handled():
+        _run(model_name, spec_path, algorithm, tracking_uri, overrides)
+
+
+def _run(model_name: str | None, spec_path: Path, algorithm: str | None, tracking_uri: str | None, overrides: list[str] | None) -> None:
     from rich.console import Console
 
     from automl.state import STUDY_FILE
@@ -101,14 +108,15 @@ def space(
 
 
 @app.command()
-def resume(study_dir: Path = typer.Argument(..., help="The results_dir of a study whose driver died.")) -> None:
+def resume(study_dir: Path = typer.Argument(..., help="The results_dir of a study whose driver died or was stopped.")) -> None:
     """Continue a study after a kill or a restart: finished trials stay, unfinished ones resume from their checkpoints."""
     from rich.console import Console
 
     from automl.study import resume_study
 
     console = Console()
-    _report(resume_study(study_dir, console), console)
+    with handled():
+        _report(resume_study(study_dir, console), console)
 
 
 def _report(result, console) -> None:
@@ -138,8 +146,9 @@ def off(model_name: str = ModelOption, spec_path: Path = SpecOption, overrides: 
     """Train once with the spec (plain training, no search)."""
     from rich.console import Console
 
-    model, spec, _ = _load(model_name, spec_path, overrides)
-    _train_once(model, spec, Console(), "automl off")
+    with handled():
+        model, spec, _ = _load(model_name, spec_path, overrides)
+        _train_once(model, spec, Console(), "automl off")
 
 
 @app.command()

@@ -100,7 +100,7 @@ def trainable(model: TunableModel, spec: Any, study_dir: Path, settings: dict[st
 
 def new_tuner(
     model: TunableModel, spec: Any, study_dir: Path, settings: dict[str, Any], searcher: Any, scheduler: Any,
-    param_space: dict[str, Any], recorder: Any,
+    param_space: dict[str, Any], callbacks: list[Any],
 ) -> Any:
     from ray import tune
 
@@ -117,7 +117,7 @@ def new_tuner(
         run_config=tune.RunConfig(
             name=TUNE_DIR,
             storage_path=str(study_dir.resolve()),
-            callbacks=[recorder],
+            callbacks=callbacks,
             verbose=0,
             # PBT exploits restore a donor's reported checkpoint, which must still exist by then
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None if settings["algorithm"] == "pbt" else 1),

@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
-from automl import algorithms, driver
+from automl import algorithms, driver, stopping
 from automl.promotion import promote, start_promoter
 from automl.recorder import StudyRecorder, scheduler_resumable
 from automl.registry import TunableModel, get_model
@@ -24,6 +24,7 @@ from automl.tracking import (
     redact,
     tracking_uri,
 )
+from plumbing import signals
 from plumbing.errors import UserError
 from plumbing.files import atomic_write_text
 from plumbing.ray_session import connect_ray
@@ -89,11 +90,10 @@ def run_study(model: TunableModel, spec: Any, space: SearchSpace, study_dir: Pat
     )
     recorder = _recorder(model, spec, config, state, console, tracking, scheduler)
     tuner = driver.new_tuner(
-        model, spec, study_dir, settings, searcher, scheduler, algorithms.param_space(config.algorithm, space), recorder
+        model, spec, study_dir, settings, searcher, scheduler, algorithms.param_space(config.algorithm, space),
+        [recorder, *stopping.tune_callbacks()],
     )
-    promoter = start_promoter(model, settings)
-    tuner.fit()
-    return _conclude(model, spec, state, tracker, tracking, promoter)
+    return _fit_and_conclude(tuner, model, spec, state, tracker, tracking)
 
 
 def resume_study(study_dir: Path, console: Console | None = None) -> StudyResult:
@@ -127,13 +127,26 @@ def resume_study(study_dir: Path, console: Console | None = None) -> StudyResult
     done = sum(r.status in FINAL for r in state.trials.values())
     console.print(f"[bold]resuming[/] {study_dir}: {done} trials finished, {len(state.trials) - done} to continue")
     scheduler = driver.tuner_scheduler(tuner)
-    driver.set_callbacks(tuner, [_recorder(model, spec, config, state, console, tracking, scheduler)])
+    driver.set_callbacks(tuner, [_recorder(model, spec, config, state, console, tracking, scheduler), *stopping.tune_callbacks()])
     if not scheduler_resumable(scheduler) and config.algorithm not in ("bayesian", "random", "grid"):
         console.print(f"[yellow]{config.algorithm}: its scheduler starts its brackets afresh on resume (only ASHA's state is saved)[/]")
     state.write()
-    promoter = start_promoter(model, state.settings)
-    tuner.fit()
-    return _conclude(model, spec, state, tracker, tracking, promoter)
+    return _fit_and_conclude(tuner, model, spec, state, tracker, tracking)
+
+
+def _fit_and_conclude(
+    tuner: Any, model: TunableModel, spec: Any, state: StudyState, tracker: StudyTracker, tracking: BackgroundTracker
+) -> StudyResult:
+    """The trials, then the best one promoted; a stop signal on the way ends the study as `interrupted`."""
+    try:
+        promoter = start_promoter(model, state.settings)
+        with signals.deferred():  # a signal stops Tune gracefully (stopping.StopTune), then comes back here
+            tuner.fit()
+        if signals.requested():
+            raise signals.Interrupted(signals.requested())
+        return _conclude(model, spec, state, tracker, tracking, promoter)
+    except signals.Interrupted as exc:
+        raise stopping.interrupted(state, tracking, exc.signum) from None
 
 
 def _tracking(model: TunableModel, config: AutoMLConfig, console: Console) -> tuple[StudyTracker, BackgroundTracker]:

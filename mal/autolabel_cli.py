@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from plumbing.cli import Overrides, SpecOption, command_line, run_cli
+from plumbing.signals import handled
 
 app = command_line("Auto-label boxes with masks (TAO's auto_label; autolabel_type: mal).")
 
@@ -24,11 +25,12 @@ def generate(spec: Path = SpecOption, overrides: list[str] = Overrides) -> None:
     from mal.spec import check_paths
     from mal.spec.autolabel import autolabel_spec
 
-    experiment = autolabel_spec(spec, overrides)
-    check_paths(experiment, "inference")
-    from mal.runner import infer
+    with handled():
+        experiment = autolabel_spec(spec, overrides)
+        check_paths(experiment, "inference")
+        from mal.runner import infer
 
-    s = infer(experiment)
+        s = infer(experiment)
     typer.echo(f"labeled {s['annotations']} boxes on {s['images']} images in {s['seconds']:.1f} s with {s['workers']}")
     typer.echo(f"wrote {s['annotations']} annotations to {s['path']}")
 

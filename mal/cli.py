@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from plumbing.cli import Overrides, SpecOption, command_line, run_cli
+from plumbing.signals import handled
 
 app = command_line("Mask Auto-Labeler: learn instance masks from boxes, evaluate them, label new boxes.")
 ActionArgument = typer.Argument("train", help="train | evaluate | inference")
@@ -26,21 +27,24 @@ def _spec(path: Path, overrides: list[str] | None, action: str):
 
 @app.command()
 def train(spec: Path = SpecOption, overrides: list[str] = Overrides) -> None:
-    """Train MAL; resumes from <results_dir>/train/mal_model_latest.pth when it exists."""
-    experiment = _spec(spec, overrides, "train")
-    from mal.runner import fit
+    """Train MAL; resumes from <results_dir>/train/mal_model_latest.pth when it exists. SIGINT or SIGTERM stops
+    it after the next step with that checkpoint written (exit 130 or 143)."""
+    with handled():
+        experiment = _spec(spec, overrides, "train")
+        from mal.runner import fit
 
-    result = fit(experiment)
+        result = fit(experiment)
     typer.echo(f"trained {result.epochs_run} epochs; best {result.metric} {result.best_metric:.4f}; checkpoints in {result.train_dir}")
 
 
 @app.command()
 def evaluate(spec: Path = SpecOption, overrides: list[str] = Overrides) -> None:
     """Evaluate a checkpoint on dataset.val_*: box_score, and mIoU (all/small/medium/large) and mask AP where masks exist."""
-    experiment = _spec(spec, overrides, "evaluate")
-    from mal.runner import evaluate as run_evaluate
+    with handled():
+        experiment = _spec(spec, overrides, "evaluate")
+        from mal.runner import evaluate as run_evaluate
 
-    metrics, path = run_evaluate(experiment)
+        metrics, path = run_evaluate(experiment)
     typer.echo(json.dumps(metrics, indent=2))
     typer.echo(f"wrote {path}")
 
@@ -48,10 +52,11 @@ def evaluate(spec: Path = SpecOption, overrides: list[str] = Overrides) -> None:
 @app.command()
 def inference(spec: Path = SpecOption, overrides: list[str] = Overrides) -> None:
     """Write one mask per input box (COCO RLE) to inference.label_dump_path; inference.engine=ray fans out."""
-    experiment = _spec(spec, overrides, "inference")
-    from mal.runner import infer
+    with handled():
+        experiment = _spec(spec, overrides, "inference")
+        from mal.runner import infer
 
-    s = infer(experiment)
+        s = infer(experiment)
     typer.echo(
         f"labeled {s['annotations']} boxes on {s['images']} images in {s['seconds']:.1f} s "
         f"({s['boxes_per_s']:.1f} boxes/s, {s['images_per_s']:.1f} images/s) with {s['workers']}"

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import typer
 
 from plumbing.errors import UserError
+from plumbing.signals import Interrupted
 from plumbing.wording import printable
 
 SPEC_HELP = "Experiment spec (YAML)."
@@ -29,12 +30,17 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def run_cli(app: Callable[..., object], user_errors: Callable[[], tuple[type[BaseException], ...]] = lambda: (UserError,)) -> None:
-    """Run a typer app; a user error anywhere below becomes one line on stderr and exit 2.
+    """Run a typer app; a user error anywhere below becomes one line on stderr and exit 2, a stop signal one
+    line and 128 + its number.
 
     `user_errors` is asked only once something was raised, so a CLI can count the error types of plugins it
     loaded on the way (automl's registered models) without loading any up front."""
     try:
         app(standalone_mode=True)
+    except Interrupted as exc:  # what was kept and how to carry on; a stop is no error
+        if exc.echo:
+            print(one_line(str(exc)), file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 
+from plumbing import signals
+
 
 def connect_ray() -> bool:
     """Join $RAY_ADDRESS, or start a local Ray without its dashboard; True when this call started Ray
@@ -20,4 +22,5 @@ def connect_ray() -> bool:
         logging_level=logging.ERROR,
         configure_logging=True,
     )
+    signals.reclaim()  # ray.init took SIGTERM: its handler exits mid-work, with a C++ stack from the core worker
     return True

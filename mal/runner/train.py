@@ -21,8 +21,9 @@ from mal.coco import load_coco
 from mal.data import EpochSampler, MALTrainDataset, rank_and_world, usable_train_instances
 from mal.errors import TrainingFailure
 from mal.module import MALModule
-from mal.names import BEST_NAME, EPOCH_TEMPLATE, EXTENSION, LATEST_NAME, STEP_TEMPLATE
+from mal.names import BEST_NAME, EPOCH_TEMPLATE, EXTENSION, LATEST_FILE, LATEST_NAME, STEP_TEMPLATE
 from mal.objective import judged_by
+from mal.runner import stopping
 from mal.runner.devices import precision, use_gpu
 from mal.runner.loaders import loader, validation_set
 from mal.spec import ExperimentSpec
@@ -57,7 +58,10 @@ class FitResult:
 
 
 def _quiet_lightning() -> None:
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric"):
+    for name in (
+        "lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric",
+        "lightning.pytorch.trainer.connectors.signal_connector",  # "Received SIGTERM": our one line says it
+    ):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*Found .* module.*in eval mode.*")
@@ -169,7 +173,7 @@ def fit(
         max_epochs=t.num_epochs,
         accumulate_grad_batches=t.accum_grad_batches,
         check_val_every_n_epoch=t.validation_interval,
-        callbacks=[periodic, best, *callbacks],
+        callbacks=[periodic, best, *stopping.callbacks(train_dir / LATEST_FILE), *callbacks],
         logger=logger if logger is not None else CSVLogger(train_dir, name="", version="logs"),
         enable_progress_bar=enable_progress_bar,
         enable_model_summary=False,
@@ -178,7 +182,8 @@ def fit(
         default_root_dir=train_dir,
     )
     try:
-        trainer.fit(module, train_loader, val_loader, ckpt_path=str(resume) if resume else None, weights_only=True)
+        with stopping.on_signal(trainer):
+            trainer.fit(module, train_loader, val_loader, ckpt_path=str(resume) if resume else None, weights_only=True)
     except torch.OutOfMemoryError as exc:
         raise OutOfMemory(
             f"out of {'GPU' if gpu else 'host'} memory at dataset.crop_size={d.crop_size}, train.batch_size={t.batch_size}: "

@@ -128,14 +128,43 @@ def runtime_env(working_dir: Path) -> dict[str, Any]:
     }
 
 
-def submit(address: str, entrypoint_args: Sequence[str], working_dir: Path, token: str | None = None) -> str:
-    """Start `entrypoint_args` on the cluster as a Ray Job running in `working_dir`; returns the job id."""
+# The dashboard answers before the head's job agent is up (a cluster just made by `ray up`); Ray's reply then
+# (HTTP 500, after the dashboard itself waited 10 s for the agent) says to try again later.
+AGENT_STARTING = "No available agent to submit job"
+AGENT_WAIT_S = 60
+AGENT_MAX_PAUSE_S = 15
+
+
+def submit(
+    address: str, entrypoint_args: Sequence[str], working_dir: Path, token: str | None = None, out: TextIO | None = None
+) -> str:
+    """Start `entrypoint_args` on the cluster as a Ray Job running in `working_dir`; returns the job id. While
+    the head's job agent is still starting, tries again for up to AGENT_WAIT_S, saying so once on `out`."""
     if not entrypoint_args:
         raise UserError("nothing to submit: put the command after --, e.g. automl submit --address URL -- automl run -e SPEC")
     url = dashboard_url(address)
     client = job_client(url, token)
+    env = runtime_env(working_dir)
+    deadline = time.monotonic() + AGENT_WAIT_S
+    pause = 1.0
     with _cluster_errors(url):
-        return client.submit_job(entrypoint=shlex.join(entrypoint_args), runtime_env=runtime_env(working_dir))
+        while True:
+            try:
+                return client.submit_job(entrypoint=shlex.join(entrypoint_args), runtime_env=env)
+            except RuntimeError as exc:
+                if AGENT_STARTING not in str(exc):
+                    raise
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise UserError(
+                    f"the cluster at {url} still has no job agent after {AGENT_WAIT_S} s: its head is still "
+                    "starting or its dashboard agent died (see `ray status` and the head's "
+                    "/tmp/ray/session_latest/logs/dashboard_agent.log)"
+                )
+            if pause == 1.0:
+                print(f"waiting for the job agent of the cluster at {url} to start (up to {AGENT_WAIT_S} s)", file=out or sys.stderr, flush=True)
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, AGENT_MAX_PAUSE_S)
 
 
 def follow(address: str, job_id: str, token: str | None = None, out: TextIO = sys.stdout) -> int:

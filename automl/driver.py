@@ -32,6 +32,24 @@ def quiet_libraries() -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # relative spec paths resolve as the user wrote them
+    keep_credentials_out_of_ray_logs()
+
+
+# Cloud credentials Ray Tune copies from the driver's environment into every trial actor's runtime env
+CREDENTIAL_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"}
+
+
+def keep_credentials_out_of_ray_logs() -> None:
+    """Ray's runtime-env agent logs every runtime env it creates, env_vars in plain text, in its session
+    logs (which the dashboard serves). Trials of a local Ray inherit this process's environment anyway; on a
+    cluster, nodes read the object store with their own credentials (an instance role)."""
+    try:
+        from ray.tune.execution import class_cache
+    except ImportError:  # a Ray whose Tune moved this: nothing of ours to take out
+        return
+    propagated = getattr(class_cache, "ENV_VARS_TO_PROPAGATE", None)
+    if isinstance(propagated, set):
+        propagated.difference_update(CREDENTIAL_ENV)
 
 
 def objective(model: TunableModel, config: AutoMLConfig) -> tuple[str, str]:

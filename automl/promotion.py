@@ -1,5 +1,6 @@
 """Promotion: the best trial's best checkpoint evaluated once more on a Ray worker (the driver imports no
-torch), and best/ written: the weights-only file, the winning spec and that evaluation's metrics."""
+torch), and best/ written: the weights-only file, the winning spec and that evaluation's metrics. Other
+evaluations the study's end needs (a champion's, on this study's set) run on the same worker."""
 
 from __future__ import annotations
 
@@ -24,11 +25,11 @@ class Promoter:
         for module in modules.split(","):
             importlib.import_module(module)
 
-    def promote(self, *args: Any, threads: int) -> tuple[Path, dict]:
+    def run(self, work: Any, *args: Any, threads: int) -> Any:
         import torch
 
         torch.set_num_threads(threads)
-        return _promote(*args)
+        return work(*args)
 
 
 def start_promoter(model: TunableModel, settings: dict[str, Any]) -> Any:
@@ -44,13 +45,22 @@ def promote(
     model: TunableModel, spec: Any, best: TrialRecord, study_dir: Path, settings: dict[str, Any], promoter: Any = None
 ) -> tuple[Path, dict]:
     """best/ from the best trial, evaluated with a trial's resources; the model's user errors stay one line."""
+    return _on_worker(model, settings, promoter, _promote, model, spec, best, study_dir, settings["max_epochs"])
+
+
+def evaluate_on_worker(model: TunableModel, spec: Any, settings: dict[str, Any], promoter: Any = None) -> dict:
+    """The model's evaluation of `spec` (its metrics), run as promotion runs: the driver imports no torch."""
+    return _on_worker(model, settings, promoter, _evaluate, model, spec)
+
+
+def _on_worker(model: TunableModel, settings: dict[str, Any], promoter: Any, work: Any, *args: Any) -> Any:
+    """`work(*args)` on the warm promoter, else in a task with a trial's resources."""
     import ray
 
-    args = (model, spec, best, study_dir, settings["max_epochs"])
     if promoter is not None:
-        ref = promoter.promote.remote(*args, threads=max(1, int(settings["cpus_per_trial"])))
+        ref = promoter.run.remote(work, *args, threads=max(1, int(settings["cpus_per_trial"])))
     else:
-        task = ray.remote(_promote).options(num_cpus=settings["cpus_per_trial"], num_gpus=settings["gpus_per_trial"])
+        task = ray.remote(work).options(num_cpus=settings["cpus_per_trial"], num_gpus=settings["gpus_per_trial"])
         ref = task.remote(*args)
     try:
         return ray.get(ref)
@@ -58,6 +68,10 @@ def promote(
         if isinstance(exc.cause, (UserError, *model.user_errors)):
             raise UserError(str(exc.cause)) from None
         raise
+
+
+def _evaluate(model: TunableModel, spec: Any) -> dict:
+    return model.entry("evaluate")(spec)[0]
 
 
 def _promote(model: TunableModel, spec: Any, best: TrialRecord, study_dir: Path, max_epochs: int) -> tuple[Path, dict]:

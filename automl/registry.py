@@ -42,6 +42,8 @@ class TunableModel:
     spec_fields: Mapping[str, str]  # role (SPEC_ROLES) -> the spec's dotted field
     train_dir: Callable[[Any], Path]  # where a spec's training writes its checkpoints
     eval_set: Callable[[Any], str]  # what identifies the evaluation set: champions compare on the same one
+    # the dotted spec fields naming that set: a champion scored on another set is evaluated again with them
+    eval_set_fields: tuple[str, ...]
     # what is searched and how it is judged
     search_space: Path  # the default search-space file
     metrics: Mapping[str, str]  # every validation metric -> "max" | "min"; the first is the default objective
@@ -122,6 +124,7 @@ def of(plugin: Any, ref: str) -> TunableModel:
         raise UserError(f"--model {ref}: metrics names no metric to optimise")
     return dataclasses.replace(
         model, search_space=Path(model.search_space), shape_fields=tuple(model.shape_fields),
+        eval_set_fields=tuple(model.eval_set_fields),
         user_errors=tuple(model.user_errors), fatal_errors=tuple(model.fatal_errors),
     )
 

@@ -10,7 +10,8 @@ from typing import Any
 from rich.console import Console
 
 from automl import algorithms, driver, stopping
-from automl.promotion import promote, start_promoter
+from automl.champion import rescore_champion
+from automl.promotion import evaluate_on_worker, promote, start_promoter
 from automl.recorder import StudyRecorder, scheduler_resumable
 from automl.registry import TunableModel, get_model
 from automl.settings import AutoMLConfig, study_config
@@ -183,8 +184,14 @@ def _conclude(
     state.mlflow_run_id = tracker.parent_id
     best = state.best_so_far()
     result = StudyResult(state, best, None, None, tracking_uri=tracker.uri, spec=spec, model=model)
+    rescored = None
     if best is not None:
         result.best_dir, result.final_metrics = promote(model, spec, best, state.dir, state.settings, promoter)
+        if tracked:  # before the promoter goes: it evaluates the champion too
+            rescored = _track_safely(
+                rescore_champion, model, spec, state.dir, tracker.uri, metric, model.eval_set(spec),
+                lambda champion: evaluate_on_worker(model, champion, state.settings, promoter),
+            )
     if promoter is not None:
         import ray
 
@@ -199,7 +206,7 @@ def _conclude(
     if tracked:
         champion = _track_safely(
             promote_champion, tracker.uri, model.registered_name, tracker.parent_id, result.best_dir, result.final_metrics,
-            metric, mode, eval_set=model.eval_set(spec),
+            metric, mode, eval_set=model.eval_set(spec), rescored=rescored,
         )
     result.champion = champion[2] if champion else "not registered: the tracking server was unreachable"
     state.status = "completed"

@@ -245,6 +245,36 @@ def _is_model_metric(key: str) -> bool:
     return not key.startswith(_TUNE_KEYS)
 
 
+def current_champion(uri: str, model_name: str) -> Any:
+    """The model version the champion alias names (its tags say how it was judged), or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _client(uri).get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def download_version(uri: str, version: Any, target: Path) -> Path:
+    """A registered version's files (the weights, spec.yaml, metrics.json of its study's best/) in `target`."""
+    import mlflow.artifacts
+
+    _client(uri)  # sets the tracking URI the download resolves against
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the study's console is ours
+    target.mkdir(parents=True, exist_ok=True)
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(target)))
+
+
+def _number(value: Any) -> float:
+    """A metric value or its tag text as a float; None, "None" or anything else unreadable is NaN (never better)."""
+    if isinstance(value, bool):
+        return float("nan")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def promote_champion(
     uri: str,
     model_name: str,
@@ -254,9 +284,11 @@ def promote_champion(
     metric: str,
     mode: str,
     eval_set: str,
+    rescored: Any = None,
 ) -> tuple[str, bool, str]:
     """Log best/ to the study's run, register it as a new version of `model_name`, and move the champion
-    alias only when the new version beats the champion on the same evaluation set.
+    alias only when the new version beats the champion on the same evaluation set: the one the champion was
+    registered with, or this study's when `rescored` (automl.champion.Rescored) evaluated it here again.
 
     Returns (version, moved, message).
     """
@@ -278,24 +310,29 @@ def promote_champion(
         current = client.get_model_version_by_alias(model_name, CHAMPION)
     except MlflowException:
         current = None
-    new_value = float(metrics.get(metric, float("nan")))
+    new_value = _number(metrics.get(metric))
     if current is None:
         client.set_registered_model_alias(model_name, CHAMPION, version)
         return version, True, f"{model_name}@{CHAMPION} is version {version} ({metric} {new_value:.4f}), the first"
-    old_value = float(current.tags.get(metric, "nan"))
+    old_value = _number(current.tags.get(metric))
     # a champion judged by another metric (a mask metric against a box-only one) has no value of this one to beat
     same_metric = current.tags.get("metric", metric) == metric
     same_set = current.tags.get("eval_set") == eval_set
+    here = ""
+    if rescored is not None and rescored.version == current.version and rescored.metrics is not None:
+        old_value, same_metric, same_set = _number(rescored.metrics.get(metric)), True, True
+        here = f" (version {current.version} evaluated again on this validation set)"
     better = same_set and same_metric and (new_value > old_value if mode == "max" else new_value < old_value)
     if better:
         client.set_registered_model_alias(model_name, CHAMPION, version)
-        return version, True, f"{model_name}@{CHAMPION} moved to version {version}: {metric} {new_value:.4f} beats {old_value:.4f}"
+        return version, True, f"{model_name}@{CHAMPION} moved to version {version}: {metric} {new_value:.4f} beats {old_value:.4f}{here}"
+    failed = f"; evaluating the champion on this set failed: {rescored.problem}" if rescored is not None and rescored.problem else ""
     if not same_set:
-        reason = "was evaluated on another validation set than the champion, so the two are not comparable"
+        reason = f"was evaluated on another validation set than the champion, so the two are not comparable{failed}"
     elif not same_metric:
-        reason = f"was judged by {metric}, the champion by {current.tags['metric']}, so the two are not comparable"
+        reason = f"was judged by {metric}, the champion by {current.tags['metric']}, so the two are not comparable{failed}"
     else:
-        reason = f"scored {metric} {new_value:.4f}, not better than {old_value:.4f}"
+        reason = f"scored {metric} {new_value:.4f}, not better than {old_value:.4f}{here}"
     return version, False, f"{model_name}@{CHAMPION} stays at version {current.version}: version {version} {reason}"
 
 

@@ -201,7 +201,9 @@ def _image_problem(path: Path, info: dict) -> str | None:
         with Image.open(path) as image:
             (width, height), kind = image.size, image.format
         with open(path, "rb") as file:
-            file.seek(max(0, file.seek(0, 2) - _TAIL_BYTES))
+            head = file.read(6)
+            size = file.seek(0, 2)
+            file.seek(max(0, size - _TAIL_BYTES))
             tail = file.read()
     except Image.UnidentifiedImageError:
         return "is not an image in a known format (empty, corrupt or not an image)"
@@ -212,6 +214,9 @@ def _image_problem(path: Path, info: dict) -> str | None:
         return f"is {width}x{height} but the json says {info['width']}x{info['height']}"
     if _END_MARKERS.get(kind, b"") not in tail:
         return f"is cut short (a {kind} file without its end marker)"
+    declared = int.from_bytes(head[2:6], "little") if kind == "BMP" else 0  # a BMP header states its file size
+    if size < declared:
+        return f"is cut short (a BMP file of {size} bytes whose header says {declared})"
     return None
 
 

@@ -8,6 +8,8 @@ import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from mal.errors import UserError
@@ -31,9 +33,22 @@ def _filesystem(location: str):
     except (ImportError, ValueError):
         extra = _EXTRA_FOR.get(protocol, protocol)
         raise UserError(
-            f"{location}: reading {protocol}:// needs its fsspec backend; install it with "
+            f"{location}: {protocol}:// needs its fsspec backend; install it with "
             f"pip install 'automl-mal[{extra}]'"
         ) from None
+
+
+@contextmanager
+def _store_errors(location: str, doing: str) -> Iterator[None]:
+    """A remote store's failure (no credentials, no endpoint, no bucket, refused) as one line. Each backend
+    (botocore, gcsfs, aiohttp) has its own exception types, so any exception counts; the message names it."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as exc:  # any backend's type, as the docstring says
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise UserError(f"{location}: cannot {doing} ({type(exc).__name__}: {reason})") from None
 
 
 def is_registered_model(location: str) -> bool:
@@ -43,13 +58,17 @@ def is_registered_model(location: str) -> bool:
 
 def exists(location: str) -> bool:
     if is_remote(location):
-        return bool(_filesystem(location).exists(location))
+        fs = _filesystem(location)
+        with _store_errors(location, "reach it"):
+            return bool(fs.exists(location))
     return Path(location.removeprefix("file://")).expanduser().exists()
 
 
 def _cache_key(location: str) -> str:
     if is_remote(location):
-        info = _filesystem(location).info(location)
+        fs = _filesystem(location)
+        with _store_errors(location, "read it"):
+            info = fs.info(location)
         stamp = f"{info.get('size')}-{info.get('ETag') or info.get('mtime') or info.get('LastModified')}"
     else:
         st = Path(location).stat()
@@ -62,9 +81,14 @@ def _download(location: str) -> Path:
     target = cache_root() / "files" / _cache_key(location) / Path(location.rstrip("/")).name
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
+        fs = _filesystem(location)
         with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
-            with _filesystem(location).open(location, "rb") as src:
-                shutil.copyfileobj(src, tmp)
+            try:
+                with _store_errors(location, "download it"), fs.open(location, "rb") as src:
+                    shutil.copyfileobj(src, tmp)
+            except UserError:
+                os.unlink(tmp.name)
+                raise
         os.replace(tmp.name, target)
     return target
 
@@ -72,12 +96,30 @@ def _download(location: str) -> Path:
 def write_remote_text(location: str, text: str) -> str:
     """A text file written to an object store (the store makes the write atomic: a failed upload leaves no
     object behind)."""
-    try:
-        with _filesystem(location).open(location, "w", encoding="utf-8") as out:
-            out.write(text)
-    except (OSError, PermissionError) as exc:
-        raise UserError(f"cannot write {location}: {' '.join(str(exc).split())[:200]}") from None
+    fs = _filesystem(location)
+    with _store_errors(location, "write it"), fs.open(location, "w", encoding="utf-8") as out:
+        out.write(text)
     return location
+
+
+def remote_output_kind(location: str) -> str | None:
+    """What an output URI names now: "file", "folder" (a prefix holding objects) or None (nothing yet).
+
+    Cheap reads only, no probe write: the bucket must exist and be visible with these credentials; whether
+    they may also write is known at the write, which names the refusal in one line."""
+    protocol = location.split(":", 1)[0]
+    if protocol in ("http", "https"):
+        raise UserError(f"{location}: an http(s) location can be read, not written; write to a path or an object store")
+    fs = _filesystem(location)
+    with _store_errors(location, "reach it"):
+        from fsspec.core import strip_protocol
+
+        bucket = strip_protocol(location).split("/", 1)[0]
+        if not fs.exists(bucket):
+            raise UserError(f"{location}: bucket {bucket!r} does not exist or these credentials cannot see it")
+        if fs.isdir(location):
+            return "folder"
+        return "file" if fs.isfile(location) else None
 
 
 def local_file(location: str) -> Path:
@@ -104,7 +146,8 @@ def image_dir(location: str) -> Path:
         fs = _filesystem(location)
         target = cache_root() / "dirs" / _cache_key(location)
         if not (target / ".complete").exists():
-            fs.get(location.rstrip("/") + "/", str(target), recursive=True)
+            with _store_errors(location, "download it"):
+                fs.get(location.rstrip("/") + "/", str(target), recursive=True)
             (target / ".complete").touch()
         return target
     path = Path(location.removeprefix("file://")).expanduser()

@@ -53,6 +53,7 @@ MODEL = SimpleNamespace(
     },
     train_dir=train_dir,
     eval_set=eval_set,
+    eval_set_fields=("dataset.val_ann_path", "dataset.val_img_dir"),
     search_space=Path(__file__).parent / "search_space.yaml",
     metrics=METRICS,
     best_checkpoint=BEST_FILE,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 
 import typer
 
+from plumbing import one_report
 from plumbing.errors import UserError
 from plumbing.signals import Interrupted
 from plumbing.wording import printable
@@ -35,24 +37,30 @@ def run_cli(app: Callable[..., object], user_errors: Callable[[], tuple[type[Bas
 
     `user_errors` is asked only once something was raised, so a CLI can count the error types of plugins it
     loaded on the way (automl's registered models) without loading any up front."""
-    try:
-        app(standalone_mode=True)
-    except Interrupted as exc:  # what was kept and how to carry on; a stop is no error
-        if exc.echo:
-            print(one_line(str(exc)), file=sys.stderr)
-        raise SystemExit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
-    except Exception as exc:
-        if not isinstance(exc, user_errors()):
-            raise
-        code = getattr(exc, "exit_code", UserError.exit_code)
-        details = getattr(exc, "details", ())
-        if details:  # several problems of one input: the counting line, then one line each
-            print(f"error: {one_line(str(exc))}", *(f"  {one_line(str(d))}" for d in details), sep="\n", file=sys.stderr)
-            raise SystemExit(code) from None
-        fail(one_line(str(exc)) or type(exc).__name__, code)
+    with one_report.shared_marker():  # DDP ranks are copies of this command: one of them reports
+        try:
+            app(standalone_mode=True)
+        except Interrupted as exc:  # what was kept and how to carry on; a stop is no error
+            if exc.echo:
+                print(one_line(str(exc)), file=sys.stderr)
+            raise SystemExit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            raise SystemExit(130) from None
+        except Exception as exc:
+            if not isinstance(exc, user_errors()):
+                elsewhere = one_report.reported_elsewhere()
+                if elsewhere is not None:  # a rank's user error broke this rank's collective: already said
+                    raise SystemExit(elsewhere) from None
+                raise
+            code = getattr(exc, "exit_code", UserError.exit_code)
+            if not one_report.claim(code):
+                raise SystemExit(code) from None
+            details = getattr(exc, "details", ())
+            if details:  # several problems of one input: the counting line, then one line each
+                print(f"error: {one_line(str(exc))}", *(f"  {one_line(str(d))}" for d in details), sep="\n", file=sys.stderr)
+                raise SystemExit(code) from None
+            fail(one_line(str(exc)) or type(exc).__name__, code)
 
 
 def one_line(message: str) -> str:
@@ -60,5 +68,9 @@ def one_line(message: str) -> str:
     otherwise every line kept, joined, so a path on the first line is not lost; control characters escaped."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     if any(line.startswith("Traceback") or line.startswith("Original Traceback") for line in lines):
-        lines = lines[-1:]
+        lines = [_RAISED_AS.sub("", lines[-1])]  # "plumbing.errors.UserError: x.png: ..." says x.png: ...
     return printable("; ".join(lines))
+
+
+# the exception's qualified name that a traceback's last line starts with
+_RAISED_AS = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception|Failure): ")

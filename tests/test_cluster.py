@@ -174,6 +174,75 @@ def test_submit_to_an_unreachable_address_is_one_line(tmp_path):
     assert done.stderr.startswith("error: no Ray dashboard answers at http://127.0.0.1:") and done.stderr.count("\n") == 1
 
 
+class _Clock:
+    """time for automl.cluster: sleeping moves the clock on at once, so the test waits for nothing."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.pauses: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.now += seconds
+
+
+def _starting_cluster(monkeypatch, refusals: int) -> tuple[list[str], _Clock]:
+    """A Jobs API whose head's job agent starts after `refusals` submissions, answered as Ray's dashboard
+    answers them meanwhile (the client turns its HTTP 500 into a RuntimeError)."""
+    submitted: list[str] = []
+
+    class StartingClient:
+        def __init__(self, address, headers=None):
+            self.address = address
+
+        def submit_job(self, entrypoint, runtime_env):
+            if len(submitted) < refusals:
+                submitted.append("refused")
+                raise RuntimeError("Request failed with status code 500: No available agent to submit job, please try again later..")
+            submitted.append(entrypoint)
+            return "raysubmit_started"
+
+    clock = _Clock()
+    monkeypatch.setattr("ray.job_submission.JobSubmissionClient", StartingClient)
+    monkeypatch.setattr(cluster, "time", clock)
+    return submitted, clock
+
+
+def _automl(argv: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
+    from automl.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["automl", *argv])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    out = capsys.readouterr()
+    return exited.value.code or 0, out.out, out.err
+
+
+def test_submit_waits_for_a_starting_job_agent(monkeypatch, capsys, tmp_path):
+    submitted, clock = _starting_cluster(monkeypatch, refusals=4)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _automl(["submit", "--address", "127.0.0.1:8265", "--", "automl", "run", "-e", "x.yaml"], monkeypatch, capsys)
+    assert code == 0, err
+    assert submitted == ["refused"] * 4 + ["automl run -e x.yaml"]
+    assert "submitted job raysubmit_started to http://127.0.0.1:8265" in out
+    assert err == "waiting for the job agent of the cluster at http://127.0.0.1:8265 to start (up to 60 s)\n"
+    assert clock.pauses == [1, 2, 4, 8]  # backing off
+
+
+def test_submit_gives_up_on_a_job_agent_that_never_starts(monkeypatch, capsys, tmp_path):
+    submitted, clock = _starting_cluster(monkeypatch, refusals=10**6)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _automl(["submit", "--address", "127.0.0.1:8265", "--", "automl", "run"], monkeypatch, capsys)
+    assert code == 2
+    waiting, refusal = err.splitlines()
+    assert waiting.startswith("waiting for the job agent") and refusal.startswith("error: the cluster at http://127.0.0.1:8265 still has no job agent after 60 s")
+    assert sum(clock.pauses) == pytest.approx(cluster.AGENT_WAIT_S) and max(clock.pauses) == cluster.AGENT_MAX_PAUSE_S
+    assert len(submitted) == len(clock.pauses) + 1
+
+
 # ---- a real two-node cluster -------------------------------------------------------------------------------
 
 # Ray turns 127.0.0.1 into the machine's outward address (its nodes must reach each other); another loopback

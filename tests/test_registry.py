@@ -109,6 +109,20 @@ def test_a_model_that_is_not_mal_runs_a_study_end_to_end(tmp_path):
     champion = MlflowClient(uri).get_model_version_by_alias("toy-regressor", "champion")
     assert champion.tags["distance"] == str(final["distance"]) and "toy-regressor@champion is version 1" in done.stdout
 
+    # A study on another target (the toy's validation set): the champion is evaluated there again, on a worker,
+    # with its own spec and registered weights, and the new best is judged against that score.
+    elsewhere = tmp_path / "elsewhere.yaml"
+    elsewhere.write_text(f"out: {tmp_path / 'study2'}\ntarget: 2.0\nautoml:\n  algorithm: random\n  max_trials: 1\n  max_epochs: 1\n")
+    again = run_cli("automl", "run", *TOY, "-e", str(elsewhere), "--tracking-uri", uri, env=ON_PATH, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    import torch
+
+    weight = float(torch.load(study / "best" / "model.pth", weights_only=True)["w"])
+    there = json.loads((tmp_path / "study2" / "previous_champion" / "score.json").read_text())
+    assert there["distance"] == pytest.approx((weight - 2.0) ** 2)
+    said = json.loads((tmp_path / "study2" / "study.json").read_text())["best"]["champion"]
+    assert "(version 1 evaluated again on this validation set)" in said and "not comparable" not in said
+
     report = run_cli("automl", "report", str(study))  # from study.json alone: the toy writes no training log
     assert report.returncode == 0, report.stderr
     assert {Path(line).stem for line in report.stdout.split()} >= {"optimization_history", "learning_curves"}

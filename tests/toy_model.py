@@ -158,6 +158,7 @@ TOY = SimpleNamespace(
     },
     train_dir=train_dir,
     eval_set=eval_set,
+    eval_set_fields=("target",),
     search_space=HERE / "data" / "toy_space.yaml",
     metrics={"distance": "min"},
     shape_fields=("target",),

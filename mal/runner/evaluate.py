@@ -19,6 +19,7 @@ from mal.objective import has_masks
 from mal.runner.devices import autocast, device, to_device
 from mal.runner.loaders import loader, validation_set
 from mal.spec import ExperimentSpec
+from mal.spec.outputs import metrics_location
 from mal.storage import write_remote_text
 from plumbing.files import atomic_write_text, is_remote
 
@@ -66,7 +67,7 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def evaluate(spec: ExperimentSpec) -> tuple[dict[str, float], Path]:
+def evaluate(spec: ExperimentSpec) -> tuple[dict[str, float], str | Path]:
     """box_score, mIoU (all/small/medium/large), mask AP and AP50 of evaluate.checkpoint on dataset.val_*; the
     mask metrics are null (with a note) when no box has a ground-truth mask."""
     e = spec.evaluate
@@ -83,4 +84,4 @@ def evaluate(spec: ExperimentSpec) -> tuple[dict[str, float], Path]:
     clean = _finite(metrics)
     if not has_masks(val_coco):
         clean["note"] = f"{spec.dataset.val_ann_path} has no ground-truth masks: mIoU and mask AP are null, box_score scores the boxes"
-    return clean, write_json(clean, spec.output_dir("evaluate") / "metrics.json")
+    return clean, write_json(clean, metrics_location(spec))

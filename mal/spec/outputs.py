@@ -14,12 +14,31 @@ from plumbing.files import is_remote
 METRICS_FILE = "metrics.json"
 
 
+def output_location(spec: ExperimentSpec, action: str) -> str:
+    """Where an action writes, as a path or a URI (pathlib would fold `s3://b/x` into `s3:/b/x`)."""
+    own = getattr(spec, action).results_dir
+    if own and is_remote(own):
+        return own.rstrip("/")
+    if not own and is_remote(spec.results_dir):
+        return f"{spec.results_dir.rstrip('/')}/{action}"
+    return str(spec.output_dir(action))
+
+
+def join(location: str, name: str) -> str:
+    return f"{location.rstrip('/')}/{name}" if is_remote(location) else str(Path(location) / name)
+
+
 def label_dump_location(spec: ExperimentSpec) -> str:
-    """Where `mal inference` writes its json: a URI as given, a relative path under the inference folder."""
+    """Where `mal inference` writes its json: a URI or absolute path as given, a relative path under the
+    inference folder."""
     target = spec.inference.label_dump_path
     if is_remote(target) or Path(target).is_absolute():
         return target
-    return str(spec.output_dir("inference") / target)
+    return join(output_location(spec, "inference"), target)
+
+
+def metrics_location(spec: ExperimentSpec) -> str:
+    return join(output_location(spec, "evaluate"), METRICS_FILE)
 
 
 def check_outputs(spec: ExperimentSpec, action: str, inputs: list[str | None]) -> None:
@@ -28,13 +47,44 @@ def check_outputs(spec: ExperimentSpec, action: str, inputs: list[str | None]) -
     if action == "inference":
         target = label_dump_location(spec)
         if is_remote(target):
-            return  # an object store has no folders to check; the write reports its own error
-        check_file("inference.label_dump_path", Path(target), inputs)
+            check_remote_file("inference.label_dump_path", target, inputs)
+        else:
+            check_file("inference.label_dump_path", Path(target), inputs)
         return
-    folder = spec.output_dir(action)
-    check_folder(folder_key, folder)
+    location = output_location(spec, action)
+    if is_remote(location):
+        if action == "train":  # checkpoints, logs and resuming all go through the local filesystem
+            raise UserError(
+                f"{folder_key}: {getattr(spec, action).results_dir or spec.results_dir!r} is an object-store URI; "
+                "`mal train` writes its checkpoints to a "
+                "local or mounted folder (its inputs may be URIs)"
+            )
+        check_remote_folder(folder_key, location)
+        check_remote_file(folder_key, metrics_location(spec), inputs)
+        return
+    check_folder(folder_key, Path(location))
     if action == "evaluate":
-        check_file(folder_key, folder / METRICS_FILE, inputs)
+        check_file(folder_key, Path(metrics_location(spec)), inputs)
+
+
+def check_remote_folder(key: str, location: str) -> None:
+    """An object store has no folders to make; a location holding an object cannot also be a prefix."""
+    from mal.storage import remote_output_kind
+
+    if remote_output_kind(location) == "file":
+        raise UserError(f"{key}: {location!r} is a file, not a folder")
+
+
+def check_remote_file(key: str, location: str, inputs: list[str | None]) -> None:
+    """A cheap look at the store (the bucket is there, the name is no prefix of objects) and no input
+    named; the write itself reports a refusal of these credentials."""
+    from mal.storage import remote_output_kind
+
+    for given in inputs:
+        if given and is_remote(given) and given.rstrip("/") == location.rstrip("/"):
+            raise UserError(f"{key}: {location!r} is also an input ({given}); it would be overwritten")
+    if remote_output_kind(location) == "folder":
+        raise UserError(f"{key}: {location!r} is a folder; the output is a file")
 
 
 def check_folder(key: str, folder: Path) -> None:

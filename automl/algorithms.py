@@ -132,7 +132,13 @@ def _tune_domain(p: Any) -> Any:
 def _pbt_mutations(space: SearchSpace, shape_fields: tuple[str, ...]) -> dict[str, Any]:
     """PBT perturbs training hyperparameters only: the model's shape fields change the network or its input,
     which a checkpoint cannot carry over."""
-    mutations = {p.name: _tune_domain(p) for p in space.params if not p.name.startswith(shape_fields)}
+    mutations = {p.name: _tune_domain(p) for p in space.sampled if not p.name.startswith(shape_fields)}
+    for p in space.params:
+        if p.derive is not None and p.derivation[0] in mutations:  # a perturbed source would leave it stale
+            raise UserError(
+                f"automl.algorithm=pbt: {p.name} is derived from {p.derivation[0]}, which PBT would perturb alone; "
+                f"search {p.derivation[0]} with another algorithm or leave {p.name} out"
+            )
     if not mutations:
         raise UserError("automl.algorithm=pbt: the space has no training hyperparameter PBT can perturb")
     return mutations
@@ -140,7 +146,7 @@ def _pbt_mutations(space: SearchSpace, shape_fields: tuple[str, ...]) -> dict[st
 
 def param_space(algorithm: str, space: SearchSpace) -> dict[str, Any]:
     """Tune's own config space: only PBT needs it (its keys must exist for Tune's generator)."""
-    return {p.name: _tune_domain(p) for p in space.params} if algorithm == "pbt" else {}
+    return {p.name: _tune_domain(p) for p in space.sampled} if algorithm == "pbt" else {}
 
 
 def build(algorithm: str, space: SearchSpace, s: StudySettings) -> tuple[Searcher | BasicVariantGenerator, TrialScheduler]:

@@ -90,7 +90,7 @@ def space(
     overrides: list[str] = Overrides,
 ) -> None:
     """Print a search space (what would be searched, ranges, conditions) without starting anything."""
-    from automl.space import load_space_file, resolve_space
+    from automl.space import load_space_file
     from automl.space.show import file_lines, space_lines
 
     sf = load_space_file(space_file)
@@ -99,11 +99,11 @@ def space(
     else:
         from automl.registry import get_model
         from automl.settings import study_config
+        from automl.space import study_space
 
         model = get_model(model_name)
         spec = model.load_spec(spec_path, list(overrides or []))
-        config = study_config(spec)
-        lines = space_lines(resolve_space(model, sf, spec, config.hyperparameters, config.range_overrides), sf)
+        lines = space_lines(study_space(model, spec, study_config(spec), sf), sf)
     typer.echo("\n".join(lines))
 
 

@@ -63,6 +63,11 @@ def objective(model: TunableModel, config: AutoMLConfig) -> tuple[str, str]:
     return metric, config.mode or model.metrics[metric]
 
 
+def epoch_budget(model: TunableModel, spec: Any, config: AutoMLConfig) -> int:
+    """The epochs every trial is set to train (a scheduler may stop it earlier): automl.max_epochs, else the spec's."""
+    return config.max_epochs or model.role(spec, "epochs")
+
+
 def study_settings(model: TunableModel, spec: Any, config: AutoMLConfig) -> dict[str, Any]:
     """What a study runs with, resolved from the settings, the model and the Ray cluster; saved in study.json.
 
@@ -70,7 +75,7 @@ def study_settings(model: TunableModel, spec: Any, config: AutoMLConfig) -> dict
     import ray
 
     cluster = ray.cluster_resources()
-    max_epochs = config.max_epochs or model.role(spec, "epochs")
+    max_epochs = epoch_budget(model, spec, config)
     metric, mode = objective(model, config)
     return {
         "model": model.name,

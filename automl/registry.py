@@ -28,6 +28,11 @@ ENTRY_POINT_GROUP = "automl.models"
 SPEC_ROLES = ("results_dir", "epochs", "validation_interval", "resume_from", "seed", "evaluate_checkpoint")
 
 
+def no_multiples(spec: Any) -> dict[str, int]:
+    """What a model that states no multiples has: every int value in a range is fine."""
+    return {}
+
+
 @dataclass(frozen=True)
 class TunableModel:
     # who it is
@@ -59,6 +64,9 @@ class TunableModel:
     user_errors: tuple[type[BaseException], ...]  # one line and exit 2 at the CLI; a trial never retries them
     fatal_errors: tuple[type[BaseException], ...]  # failures a retry would only repeat (diverged, out of memory)
     ref: str = ""  # what `get_model` takes to find it again (a resumed study does)
+    # optional: int fields whose values must be multiples of something under a given spec (a crop of whole
+    # patches) -> that multiple; a search keeps their ranges on those multiples so no trial draws a refused value
+    value_multiples: Callable[[Any], Mapping[str, int]] = no_multiples
 
     def entry(self, which: str) -> Callable[..., Any]:
         """The function behind one of the import paths (fit, evaluate, export_weights)."""
@@ -83,6 +91,7 @@ class TunableModel:
         return self.with_values(spec, {**values, **{self.spec_fields[role]: value for role, value in roles.items()}})
 
 
+OPTIONAL = ("value_multiples",)  # a model may leave these out; the record's default applies
 FIELDS = tuple(f.name for f in dataclasses.fields(TunableModel) if f.name != "ref")
 _loaded: dict[str, TunableModel] = {}
 
@@ -111,10 +120,10 @@ def user_error_types() -> tuple[type[BaseException], ...]:
 
 def of(plugin: Any, ref: str) -> TunableModel:
     """The record of a model object, checked for every field of the protocol."""
-    missing = [name for name in FIELDS if not hasattr(plugin, name)]
+    missing = [name for name in FIELDS if name not in OPTIONAL and not hasattr(plugin, name)]
     if missing:
         raise UserError(f"--model {ref}: {type(plugin).__name__} lacks {', '.join(missing)} (see automl.registry.TunableModel)")
-    model = TunableModel(**{name: getattr(plugin, name) for name in FIELDS}, ref=ref)
+    model = TunableModel(**{name: getattr(plugin, name) for name in FIELDS if hasattr(plugin, name)}, ref=ref)
     roles = [role for role in SPEC_ROLES if role not in model.spec_fields]
     if roles:
         raise UserError(f"--model {ref}: spec_fields lacks the roles {', '.join(roles)}")

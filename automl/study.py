@@ -15,7 +15,7 @@ from automl.promotion import evaluate_on_worker, promote, start_promoter
 from automl.recorder import StudyRecorder, scheduler_resumable
 from automl.registry import TunableModel, get_model
 from automl.settings import AutoMLConfig, study_config
-from automl.space import SearchSpace, load_space_file, resolve_space
+from automl.space import SearchSpace, study_space
 from automl.state import FINAL, StudyState, TrialRecord, read_study
 from automl.tracking import (
     WEIGHTS_FILE,
@@ -45,12 +45,6 @@ class StudyResult:
     champion: str = ""  # what happened to the champion alias, in words
     spec: Any = None
     model: TunableModel | None = None
-
-
-def study_space(model: TunableModel, spec: Any, config: AutoMLConfig) -> SearchSpace:
-    """The space the settings ask for: their file (default the model's own), parameters and narrowed ranges."""
-    space_file = load_space_file(Path(config.search_space) if config.search_space else model.search_space)
-    return resolve_space(model, space_file, spec, config.hyperparameters, config.range_overrides)
 
 
 def run_study(model: TunableModel, spec: Any, space: SearchSpace, study_dir: Path, console: Console | None = None) -> StudyResult:

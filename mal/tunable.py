@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from mal import spec
+from mal.archs import ARCHS
 from mal.errors import TrainingFailure, UserError
 from mal.names import BEST_FILE, LATEST_FILE, REGISTERED_MODEL
 from mal.objective import METRICS, judged_by
@@ -24,6 +25,11 @@ def check_inputs(experiment: spec.ExperimentSpec) -> None:
     spec.check_paths(experiment, "train")
     d = experiment.dataset
     judged_by(experiment, load_coco(d.val_ann_path, d.val_img_dir), default=next(iter(METRICS)))
+
+
+def value_multiples(experiment: spec.ExperimentSpec) -> dict[str, int]:
+    """The crop must split into whole patches (ViTs) or whole cells at the deepest stride (CNNs)."""
+    return {"dataset.crop_size": ARCHS[experiment.model.arch].size_multiple}
 
 
 def train_dir(experiment: spec.ExperimentSpec) -> Path:
@@ -61,6 +67,7 @@ MODEL = SimpleNamespace(
     fit="mal.runner.train:fit",
     evaluate="mal.runner.evaluate:evaluate",
     export_weights="mal.checkpoint:export_weights",
+    value_multiples=value_multiples,
     shape_fields=("model.", "dataset."),  # the network and its input size: a checkpoint cannot carry them over
     user_errors=(UserError,),
     fatal_errors=(TrainingFailure,),

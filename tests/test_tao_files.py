@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -192,7 +193,7 @@ def test_leaves_that_cannot_be_searched_are_noted_not_fatal(tmp_path):
             "wd": {"type": "float", "default": 5.0, "minimum": 1e-5, "maximum": 1e-2},
             "crf_num_iter": {"type": "int", "default": 100, "minimum": 2, "maximum": 300, "math_cond": "^ 2"},
             "crf_kernel_size": {"type": "int", "default": 3, "math_cond": "% 2"},
-            "warmup_epochs": {"type": "int", "default": 1, "minimum": 0, "maximum": 4, "depends_on": "train.num_epochs", "math_cond": "/ 2"},
+            "crf_zeta": {"type": "float", "default": 0.1, "depends_on": "train.wd", "math_cond": "/ 2"},
             "margin_rate": {"type": "list", "default": [0, 1.2]},
         }}},
     }  # fmt: skip
@@ -202,7 +203,7 @@ def test_leaves_that_cannot_be_searched_are_noted_not_fatal(tmp_path):
     assert space_file.parameters["train.crf_num_iter"].choices == [2, 4, 8, 16, 32, 64, 128, 256]
     notes = " | ".join(space_file.notes)
     for expected in ("train.batch_size: left out, its range is fixed at 4", "crf_kernel_size: left out, its math_cond '% 2'",
-                     "warmup_epochs: left out, it is derived as train.num_epochs // 2", "train.margin_rate: left out"):  # fmt: skip
+                     "crf_zeta: left out, it is derived as train.wd // 2 in TAO, which needs an int", "train.margin_rate: left out"):  # fmt: skip
         assert expected in notes
 
 
@@ -300,3 +301,240 @@ def test_auto_label_generate_writes_what_mal_inference_writes(tmp_path):
     assert run_cli("mal", "inference", "-e", str(spec_file), cwd=tmp_path).returncode == 0
     name = "inference/instances_val2017_mal.json"
     assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "mal" / name).read_bytes()
+
+
+# ------------------------------------------------------------------------------- depends_on with `/ N`
+
+
+def _derived_schema(tmp_path: Path, **extra) -> Path:
+    """MAL's CRF ramp (4000 steps) and MIL ramp (1000): TAO's way of tying the second to the first."""
+    train = {
+        "loss_crf_step": {"type": "int", "default": 4000, "minimum": 1000, "maximum": 8000},
+        "loss_mil_step": {"type": "int", "default": 1000, "depends_on": "train.loss_crf_step", "math_cond": "/ 4"},
+        **extra,
+    }
+    schema = {"x_tao_schema": {"network_arch": "mal", "action": "train"}, "properties": {"train": {"properties": train}},
+              "automl_default_parameters": ["train.loss_crf_step", "train.loss_mil_step"]}  # fmt: skip
+    return _write(tmp_path, schema, "train.schema.json")
+
+
+def test_a_depends_on_leaf_is_derived_in_every_trial_and_recorded(tmp_path):
+    import numpy as np
+    import optuna
+
+    from automl.space import SearchSpace
+    from automl.state import LEADERBOARD_FILE, StudyState
+
+    space = resolve_space(MAL, load_space_file(_derived_schema(tmp_path)), load_spec(None), None, {})
+    assert space.describe()[1] == "train.loss_mil_step: int = train.loss_crf_step // 4 (derived, not sampled)"
+    assert list(space.to_optuna()) == ["train.loss_crf_step"]  # Optuna never samples it
+    assert space.warm_start == {"train.loss_crf_step": 4000, "train.loss_mil_step": 1000}
+    rng = np.random.default_rng(0)
+    draws = [space.random_sample(rng) for _ in range(20)]
+    assert all(d["train.loss_mil_step"] == d["train.loss_crf_step"] // 4 for d in draws)
+    assert len({d["train.loss_crf_step"] for d in draws}) > 1
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1)).ask()
+    suggested = space.suggest(trial)
+    assert suggested["train.loss_mil_step"] == trial.params["train.loss_crf_step"] // 4
+    assert list(trial.params) == ["train.loss_crf_step"]
+    assert SearchSpace.from_dict(space.to_dict()) == space
+    state = StudyState(tmp_path, {"metric": "mIoU", "mode": "max"}, space)
+    state.record("t1", suggested)
+    state.write()
+    header, row = (tmp_path / LEADERBOARD_FILE).read_text().splitlines()[:2]
+    assert "train.loss_mil_step" in header and str(suggested["train.loss_mil_step"]) in row.split(",")
+
+
+def test_a_derived_leaf_follows_the_spec_when_its_source_is_not_searched(tmp_path):
+    space_file = load_space_file(_derived_schema(tmp_path))
+    space = resolve_space(MAL, space_file, load_spec(None, ["train.loss_crf_step=2000"]), ["train.loss_mil_step"], {})
+    assert space.grid() == [{"train.loss_mil_step": 500}]
+
+
+@pytest.mark.parametrize(
+    ("extra", "names", "overrides", "expected"),
+    [
+        # the derived value must make a valid spec: crf_kernel_size must be odd, 8000 // 2000 is not
+        ({"crf_kernel_size": {"type": "int", "default": 3, "depends_on": "train.loss_crf_step", "math_cond": "/ 2000"}},
+         ["train.loss_crf_step", "train.crf_kernel_size"], {},
+         "train.crf_kernel_size = train.loss_crf_step // 2000 = 0 (at train.loss_crf_step=1000) is rejected by the spec"),
+        ({}, None, {"train.loss_mil_step": {"low": 10, "high": 20}},
+         "range_overrides: train.loss_mil_step is derived as train.loss_crf_step // 4, not sampled; narrow train.loss_crf_step"),
+    ],
+)  # fmt: skip
+def test_a_derived_leaf_that_cannot_work_is_one_line(tmp_path, extra, names, overrides, expected):
+    space_file = load_space_file(_derived_schema(tmp_path, **extra))
+    with pytest.raises(UserError) as info:
+        resolve_space(MAL, space_file, load_spec(None), names, overrides)
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_pbt_refuses_to_perturb_the_source_of_a_derived_leaf(tmp_path):
+    from automl import algorithms
+
+    space = resolve_space(MAL, load_space_file(_derived_schema(tmp_path)), load_spec(None), None, {})
+    settings = algorithms.StudySettings("mIoU", "max", 2, 2, 1, 2, 0, MAL.shape_fields)
+    with pytest.raises(UserError, match="train.loss_mil_step is derived from train.loss_crf_step, which PBT would perturb"):
+        algorithms.build("pbt", space, settings)
+
+
+def test_tao_format_schema_writes_a_derived_leaf_as_depends_on(tmp_path, monkeypatch):
+    from mal.spec import tao_schema as module
+
+    space = yaml.safe_load(module.SEARCH_SPACE.read_text())
+    space["parameters"]["train.loss_mil_step"] = {"type": "int", "derive": "train.loss_crf_step // 4"}
+    space["parameters"]["train.loss_crf_step"] = {"type": "int", "low": 1000, "high": 8000}
+    space["default_parameters"] += ["train.loss_crf_step", "train.loss_mil_step"]
+    monkeypatch.setattr(module, "SEARCH_SPACE", _write(tmp_path, space, "space.yaml"))
+    leaf = tao_schema("train")["properties"]["train"]["properties"]["loss_mil_step"]
+    assert (leaf["depends_on"], leaf["math_cond"]) == ("train.loss_crf_step", "/ 4")
+    back = load_space_file(_write(tmp_path, tao_schema("train"), "train.schema.json"))
+    assert back.parameters["train.loss_mil_step"].derive == "train.loss_crf_step // 4"
+
+
+# ------------------------------------------------------------------------------------- the epoch budget
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["automl.max_epochs=1", "automl.hyperparameters=[train.warmup_epochs]"],
+         "train.warmup_epochs high=2 is rejected by the spec: train.warmup_epochs: 2 must be at most num_epochs (1) "
+         "(every trial trains automl.max_epochs=1 epochs"),
+        (["automl.max_epochs=1", "train.num_epochs=5", "train.warmup_epochs=2", "automl.hyperparameters=[train.lr]"],
+         "every trial trains automl.max_epochs=1 epochs, for which the spec is invalid: train.warmup_epochs: 2 must be at most num_epochs (1)"),
+    ],
+)  # fmt: skip
+def test_a_budget_below_the_warmup_is_refused_before_any_trial(overrides, expected, cli):
+    code, _, err = cli("automl", "space", str(TAO / "mal_train.schema.json"), "-e", str(TEMPLATE), *overrides)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err
+
+
+def test_the_trials_epochs_decide_what_a_warmup_range_may_be(tmp_path, cli):
+    """A spec of 1 epoch studied for 3: the trials train 3, so a warmup of 2 is fine."""
+    from automl.settings import study_config
+    from automl.space import study_space
+
+    spec = load_spec(None, ["train.num_epochs=1", "automl.max_epochs=3", "automl.hyperparameters=[train.warmup_epochs]"])
+    assert study_space(MAL, spec, study_config(spec)).describe() == ["train.warmup_epochs: int in [0, 2]"]
+    images, ann = GOOD / "images", GOOD / "annotations.json"
+    data = [f"dataset.{s}_ann_path={ann}" for s in ("train", "val")] + [f"dataset.{s}_img_dir={images}" for s in ("train", "val")]
+    code, _, err = cli("automl", "run", "--model", "mal", "-e", str(GOOD / "spec.yaml"), *data, f"results_dir={tmp_path / 's'}",
+                       "train.num_epochs=5", "automl.hyperparameters=[train.warmup_epochs]", cwd=tmp_path)  # fmt: skip
+    assert code == 2 and "automl.max_epochs=1" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()  # refused before the study folder (and any trial)
+
+
+# ---------------------------------------------------------------------------- multiples the spec needs
+
+
+@pytest.mark.parametrize(
+    ("overrides", "names", "range_overrides", "expected"),
+    [
+        ([], ["dataset.crop_size"], {}, "dataset.crop_size: int in [256, 1024] (step 16)"),
+        (["model.arch=vit-mae-huge/14", "dataset.crop_size=448"], ["dataset.crop_size"], {}, "dataset.crop_size: int in [266, 1022] (step 14)"),
+        (["model.arch=efficientnet-lite0"], ["dataset.crop_size"], {}, "dataset.crop_size: int in [256, 1024] (step 32)"),
+        (["dataset.crop_size=448"], ["dataset.crop_size", "model.arch"], {"model.arch": {"choices": ["vit-mae-base/16", "vit-mae-huge/14"]}},
+         "dataset.crop_size: int in [336, 1008] (step 112)"),  # a crop every searched backbone can patch
+    ],
+)  # fmt: skip
+def test_a_crop_range_without_a_step_keeps_to_whole_patches(overrides, names, range_overrides, expected):
+    import numpy as np
+
+    from mal.spec import with_values
+
+    spec = load_spec(None, overrides)
+    space = resolve_space(MAL, load_space_file(TAO / "mal_train.schema.json"), spec, names, range_overrides)
+    assert space.describe()[0] == expected
+    rng = np.random.default_rng(0)
+    for _ in range(30):  # every draw is a spec the trials accept
+        with_values(spec, space.random_sample(rng))
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"type": "int", "low": 100, "high": 110}, "no value in [100, 110] is a multiple of 16"),
+        ({"type": "int", "low": 250, "high": 270}, "only 256 in [250, 270] is a multiple of 16"),
+        ({"type": "int", "low": 100, "high": 400, "log": True}, "takes only multiples of 16, which a log scale cannot keep"),
+    ],
+)
+def test_a_crop_range_with_no_room_for_whole_patches_is_one_line(tmp_path, body, expected):
+    path = _write(tmp_path, {"model": "mal", "parameters": {"dataset.crop_size": body}})
+    with pytest.raises(UserError, match=re.escape(expected)):
+        resolve_space(MAL, load_space_file(path), load_spec(None), ["dataset.crop_size"], {})
+
+
+# ---------------------------------------------------------------------- every file, through every loader
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("mal_manifest.json", "is not a search space (a search-space YAML or TAO's train.schema.json): it is a TAO skill's manifest"),
+        ("mal_skill_info.yaml", "it is a TAO skill's manifest or skill_info"),
+        ("mal_spec_template_train.yaml", "it is an experiment spec (give it with -e SPEC)"),
+        ("mal_evaluate.schema.json", "TAO's schema of the `evaluate` action; a study trains"),
+        ("mal_inference.schema.json", "TAO's schema of the `inference` action"),
+    ],
+)  # fmt: skip
+def test_files_that_are_not_a_train_search_space_say_what_they_are(name, expected, cli):
+    code, _, err = cli("automl", "space", str(TAO / name))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("mal_train.schema.json", "is not an experiment spec: it is TAO's schema of the spec"),
+        ("mask2former_train.schema.json", "is not an experiment spec: it is TAO's schema of the spec"),
+        ("mal_manifest.json", "is not an experiment spec: it is a TAO skill's manifest or skill_info"),
+        ("mal_skill_info.yaml", "is not an experiment spec: it is a TAO skill's manifest or skill_info"),
+    ],
+)
+def test_files_that_are_not_a_spec_say_what_they_are(name, expected, cli, tmp_path):
+    code, _, err = cli("mal", "train", "-e", str(TAO / name), cwd=tmp_path)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err
+
+
+def test_an_auto_label_file_given_to_mal_points_at_auto_label(tmp_path):
+    (line,) = _problems(_autolabel(tmp_path))
+    assert "it is TAO's auto-label layout; run it with `auto_label generate -e FILE`" in line
+
+
+def test_the_schemas_own_defaults_are_a_spec(tmp_path):
+    for action in ("train", "evaluate", "inference"):
+        default = json.loads((TAO / f"mal_{action}.schema.json").read_text())["default"]
+        overrides = [] if action == "train" else [f"{action}.checkpoint=/x.pth"]  # TAO's `???`
+        load_spec(_write(tmp_path, default), overrides)
+
+
+def test_another_models_schema_says_whose_it_is(cli):
+    code, _, err = cli("automl", "space", str(TAO / "mask2former_train.schema.json"), "-e", str(TEMPLATE))
+    assert code == 2 and "(the file is for model 'mask2former', the spec is mal's)" in err
+
+
+def test_every_leaf_of_the_skill_bank_schema_resolves_or_gives_one_line():
+    """Named alone, each searchable leaf either resolves into draws the spec accepts, or is refused in one
+    line before any trial (TAO's ranges are wider than the spec here and there)."""
+    import numpy as np
+
+    from mal.spec import with_values
+
+    space_file = load_space_file(TAO / "mal_train.schema.json")
+    spec = load_spec(TEMPLATE)
+    rng = np.random.default_rng(0)
+    refused = {}
+    for name in (n for n in space_file.parameters if not space_file.is_disabled(n)):
+        try:
+            space = resolve_space(MAL, space_file, spec, [name], {})
+        except UserError as exc:
+            assert "\n" not in str(exc) and not exc.details
+            refused[name] = str(exc)
+            continue
+        for _ in range(5):
+            with_values(spec, space.random_sample(rng))
+    # the ones TAO samples where this spec refuses: 0 for a ratio that must be positive, 1 for AdamW's beta1,
+    # an even or too-small CRF kernel, a 0.09 high threshold below the low one, a crop no 14-pixel patch divides
+    assert set(refused) == {"model.arch", "model.mask_scale_ratio_pre", "train.crf_kernel_size", "train.crf_size_ratio",
+                            "train.crf_value_high_thres", "train.crf_value_low_thres", "train.optim_momentum"}  # fmt: skip

@@ -5,6 +5,7 @@ from automl.space.files import load_space_file
 from automl.space.resolve import resolve_space
 from automl.space.sampling import MAX_GRID_VALUES, SearchSpace
 from automl.space.schema import Condition, ParamSpec, SearchSpaceFile
+from automl.space.study_space import study_space
 from automl.space.tao import from_tao_schema
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "from_tao_schema",
     "load_space_file",
     "resolve_space",
+    "study_space",
 ]

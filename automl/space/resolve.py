@@ -1,6 +1,7 @@
-"""Resolving a study's space: select the searched parameters, apply the user's narrowed ranges, and check
-every bound, choice, condition and constraint against the model's spec, so a bad space fails before the
-first trial instead of in the middle of a study."""
+"""Resolving a study's space: select the searched parameters, apply the user's narrowed ranges, keep int
+ranges to the multiples the model needs, and check every bound, choice, condition, constraint and derived
+value against the model's spec, so a bad space fails before the first trial instead of in the middle of a
+study."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def resolve_space(
     UserError line."""
     where = f"search space '{space_file.model}'"
     fields = {path: _kind(annotation) for path, annotation in leaf_fields(model.spec_type).items()}
-    names = _select(space_file, hyperparameters, fields, where)
+    names = _select(space_file, hyperparameters, fields, model.name, where)
     overrides = dict(range_overrides or {})
     for name in overrides:
         if name not in names:
@@ -56,6 +57,8 @@ def resolve_space(
             )
             raise UserError(f"{where}: range_overrides: {name} is not a searched parameter{hint}")
     params = {n: _narrow(space_file.parameters[n], overrides.get(n), where) for n in names}
+    multiples = _multiples(model, spec, params)
+    params = {n: _on_multiples(p, multiples.get(n), where) for n, p in params.items()}
     for p in params.values():
         _check_kind(p, fields[p.name], where)
     base = {}
@@ -79,7 +82,7 @@ def resolve_space(
 
 
 def _select(
-    sf: SearchSpaceFile, requested: list[str] | None, fields: dict[str, str], where: str
+    sf: SearchSpaceFile, requested: list[str] | None, fields: dict[str, str], model_name: str, where: str
 ) -> list[str]:
     names = list(dict.fromkeys(sf.default_parameters if requested is None else requested))
     searchable = [n for n in sf.parameters if not sf.is_disabled(n)]
@@ -87,7 +90,8 @@ def _select(
         raise UserError(f"{where}: no parameters selected; choose from {', '.join(searchable)}")
     for name in names:
         if name not in fields:
-            raise UserError(f"{where}: {name}: not a field of the spec{did_you_mean(name, fields)}")
+            other = f" (the file is for model '{sf.model}', the spec is {model_name}'s)" if sf.model != model_name else ""
+            raise UserError(f"{where}: {name}: not a field of the spec{did_you_mean(name, fields) or other}")
         if sf.is_disabled(name):
             raise UserError(f"{where}: {name}: disabled in the search space (it is never searched)")
         if name not in sf.parameters:
@@ -102,6 +106,10 @@ def _narrow(p: ParamSpec, override: dict[str, Any] | None, where: str) -> ParamS
     """Apply a user's range override, which may only narrow the file's range (TAO's rule)."""
     if not override:
         return p
+    if p.derive is not None:
+        raise UserError(
+            f"{where}: range_overrides: {p.name} is derived as {p.derive.strip()}, not sampled; narrow {p.derivation[0]} instead"
+        )
     if not isinstance(override, dict) or set(override) - set(_OVERRIDE_KEYS):
         bad = sorted(set(override) - set(_OVERRIDE_KEYS)) if isinstance(override, dict) else override
         raise UserError(
@@ -154,7 +162,7 @@ def _check_kind(p: ParamSpec, kind: str, where: str) -> None:
         bad = [c for c in p.options if not _fits(c, kind)]
         if bad:
             raise UserError(f"{where}: {p.name}: choices {bad} are not {kind} values like the spec field")
-    if p.type in ("float", "int"):
+    if p.type in ("float", "int") and p.derive is None:
         for key, value in (("low", p.low), ("high", p.high)):
             if value is None or not math.isfinite(value):
                 raise UserError(
@@ -176,6 +184,12 @@ def _check_relations(
             why = f"{target} is not searched and is {base[target]!r} in the spec"
         if not possible:
             raise UserError(f"{where}: {p.name}: condition {p.condition.text()} can never hold ({why})")
+    if p.derive is not None:
+        source = p.derivation[0]
+        if fields[source] not in ("float", "int") or (source in params and params[source].type not in ("float", "int", "categorical")):
+            raise UserError(f"{where}: {p.name}: derive source {source} must be a float or int parameter")
+        if source in params and not all(_fits(c, "float") for c in params[source].options):
+            raise UserError(f"{where}: {p.name}: derive source {source} must have numeric choices")
     if p.constraint is None:
         return
     op, target = p.relation
@@ -199,6 +213,9 @@ def _check_relations(
 
 def _check_in_spec(model: TunableModel, p: ParamSpec, params: dict[str, ParamSpec], spec: Any, where: str) -> None:
     """Every bound and choice must make a valid spec, with constraint partners at their most favourable ends."""
+    if p.derive is not None:
+        _check_derived_in_spec(model, p, params, spec, where)
+        return
     partners = {}
     for q in params.values():
         if q is p or q.constraint is None:
@@ -224,6 +241,68 @@ def _check_in_spec(model: TunableModel, p: ParamSpec, params: dict[str, ParamSpe
         except model.user_errors as exc:
             inner = str(exc).removeprefix("invalid spec: ")  # the model's own lead-in; ours says where
             raise UserError(f"{where}: {p.name} {label}={value!r} is rejected by the spec: {inner}") from None
+
+
+def _check_derived_in_spec(model: TunableModel, p: ParamSpec, params: dict[str, ParamSpec], spec: Any, where: str) -> None:
+    """A derived value grows with its source, so the source's ends (or each of its choices) bound it."""
+    name = p.derivation[0]
+    source = params.get(name)
+    if source is None:
+        ends = [value_at(spec, name)]
+    elif source.type == "categorical":
+        ends = source.options
+    else:
+        ends = [source.low, source.high]
+    for end in ends:
+        try:
+            model.with_values(spec, {name: end, p.name: p.derived_value(end)})
+        except model.user_errors as exc:
+            inner = str(exc).removeprefix("invalid spec: ")
+            raise UserError(
+                f"{where}: {p.name} = {p.derive.strip()} = {p.derived_value(end)!r} (at {name}={end!r}) is rejected by the spec: {inner}"
+            ) from None
+
+
+def _multiples(model: TunableModel, spec: Any, params: dict[str, ParamSpec]) -> dict[str, int]:
+    """The multiple each int field must keep, as the model states it: under the spec and under each choice
+    of a searched categorical parameter (a searched backbone changes a crop's patch size)."""
+    multiples = dict(model.value_multiples(spec))
+    for p in params.values():
+        if p.type not in ("categorical", "bool"):
+            continue
+        for choice in p.options:
+            try:
+                variant = model.with_values(spec, {p.name: choice})
+            except model.user_errors:
+                continue  # the choice itself is refused with its reason by _check_in_spec
+            for name, m in model.value_multiples(variant).items():
+                multiples[name] = math.lcm(multiples.get(name, 1), m)
+    return multiples
+
+
+def _on_multiples(p: ParamSpec, multiple: int | None, where: str) -> ParamSpec:
+    """An int range kept to the multiples the spec needs (a crop of whole patches), so that no trial draws a
+    value the spec refuses: low rounded up, high down, and the step made a multiple too."""
+    if not multiple or multiple == 1 or p.type != "int" or p.derive is not None or p.low is None or p.high is None:
+        return p
+    step = int(p.step or 1)
+    if int(p.low) % multiple == 0 and step % multiple == 0:
+        return p
+    if p.log:
+        raise UserError(
+            f"{where}: {p.name}: the spec takes only multiples of {multiple}, which a log scale cannot keep; drop log or give choices"
+        )
+    grid = math.lcm(step, multiple)
+    low = next((v for v in range(int(p.low), int(p.low) + grid, step) if v % multiple == 0), None)
+    if low is None or low > p.high:
+        raise UserError(f"{where}: {p.name}: no value {range_text(p)} is a multiple of {multiple}, which the spec needs")
+    high = low + (int(p.high) - low) // grid * grid
+    if high == low:
+        raise UserError(
+            f"{where}: {p.name}: only {low} {range_text(p)} is a multiple of {multiple}, which the spec needs; widen the range"
+        )
+    q = p.model_copy(update={"low": low, "high": high, "step": grid})
+    return q if q.default is None or contains(q, q.default) else q.model_copy(update={"default": None})
 
 
 def _dependency_order(params: dict[str, ParamSpec], where: str) -> tuple[ParamSpec, ...]:
@@ -253,6 +332,8 @@ def _warm_start(params: tuple[ParamSpec, ...], sf: SearchSpaceFile, base: dict[s
         value = sf.popular.get(p.name, p.default)
         if allowed is None:
             known[p.name] = base.get(p.name)
+        elif p.derive is not None:
+            warm[p.name] = known[p.name] = p.derived_value(known[p.derivation[0]])
         elif value is not None and contains(allowed, value):
             warm[p.name] = known[p.name] = value
     return warm

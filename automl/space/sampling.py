@@ -1,5 +1,6 @@
 """The resolved space of one study and how it is sampled: Optuna distributions and define-by-run
-suggestions, weighted random draws, and grids, with conditions switched off and constraints clamped."""
+suggestions, weighted random draws, and grids, with conditions switched off, constraints clamped and
+derived parameters computed from their source's value in the same trial."""
 
 from __future__ import annotations
 
@@ -28,11 +29,18 @@ class SearchSpace:
 
     @property
     def names(self) -> list[str]:
+        """Every parameter a trial's values carry, derived ones included."""
         return [p.name for p in self.params]
 
+    @property
+    def sampled(self) -> tuple[ParamSpec, ...]:
+        """The parameters a sampler draws (derived ones are computed, not drawn)."""
+        return tuple(p for p in self.params if p.derive is None)
+
     def to_optuna(self) -> dict[str, optuna.distributions.BaseDistribution]:
-        """Static distributions over the full ranges; conditions and constraints need `suggest` (define-by-run)."""
-        return {p.name: _distribution(p) for p in self.params}
+        """Static distributions over the full ranges of the sampled parameters; conditions, constraints and
+        derived values need `suggest` (define-by-run)."""
+        return {p.name: _distribution(p) for p in self.sampled}
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Sample one trial define-by-run: inactive parameters are not sampled, constrained ranges are clamped."""
@@ -44,16 +52,20 @@ class SearchSpace:
 
     def grid(self) -> list[dict[str, Any]]:
         """Every combination of a finite space (inactive parameters left out, constraints applied)."""
-        for p in self.params:
+        for p in self.sampled:
             _grid_values(p, f"search space '{self.model}': grid search")
         rows: list[dict[str, Any]] = [{}]
         for p in self.params:
             expanded = []
             for row in rows:
-                allowed = domain(p, {**self.base, **row})
-                expanded += (
-                    [row] if allowed is None else [{**row, p.name: v} for v in _grid_values(allowed, "")]
-                )
+                values = {**self.base, **row}
+                allowed = domain(p, values)
+                if allowed is None:
+                    expanded.append(row)
+                elif p.derive is not None:
+                    expanded.append({**row, p.name: p.derived_value(values[p.derivation[0]])})
+                else:
+                    expanded += [{**row, p.name: v} for v in _grid_values(allowed, "")]
             rows = expanded
         return rows
 
@@ -81,7 +93,8 @@ class SearchSpace:
         for p in self.params:
             allowed = domain(p, values)
             if allowed is not None:
-                chosen[p.name] = values[p.name] = pick(allowed)
+                value = pick(allowed) if p.derive is None else p.derived_value(values[p.derivation[0]])
+                chosen[p.name] = values[p.name] = value
         return chosen
 
 

@@ -1,6 +1,6 @@
 """The search-space file's schema: searchable parameters (type, range, log, step, weighted choices,
-conditions, relational constraints), the default and never-searched lists, popular values; and the checks
-of a value against one parameter's own range.
+conditions, relational constraints, values derived from another parameter), the default and never-searched
+lists, popular values; and the checks of a value against one parameter's own range.
 
 Option `weights` drive random sampling only: Optuna's CategoricalDistribution has no weights, so TPE and the
 other Optuna samplers ignore them. `popular` values (and each parameter's `default`) seed the warm start,
@@ -19,6 +19,7 @@ from plumbing.wording import describe, did_you_mean
 
 Scalar = bool | int | float | str | None
 RELATION = re.compile(r"^\s*(<=|>=|<|>)\s*([A-Za-z_][\w.]*)\s*$")
+DERIVATION = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*//\s*(\d+)\s*$")  # TAO's depends_on with `/ N`
 
 
 class Condition(BaseModel):
@@ -44,7 +45,10 @@ class Condition(BaseModel):
 
 
 class ParamSpec(BaseModel):
-    """One searchable parameter. Unset low/high mean unbounded: allowed in a file, refused when searched."""
+    """One searchable parameter. Unset low/high mean unbounded: allowed in a file, refused when searched.
+
+    `derive: "other.param // N"` makes an int parameter computed from another one in each trial, never
+    sampled itself (TAO's `depends_on` with `math_cond: "/ N"`)."""
 
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -58,6 +62,7 @@ class ParamSpec(BaseModel):
     default: Scalar = None
     condition: Condition | None = None
     constraint: str | None = None
+    derive: str | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ParamSpec:
@@ -86,10 +91,21 @@ class ParamSpec(BaseModel):
         return op, target
 
     @property
+    def derivation(self) -> tuple[str, int]:
+        """`derive` as (source parameter, divisor)."""
+        source, divisor = DERIVATION.match(self.derive).groups()
+        return source, int(divisor)
+
+    def derived_value(self, source_value: float) -> int:
+        """TAO's rule: the source's value floor-divided by N."""
+        return int(source_value // self.derivation[1])
+
+    @property
     def targets(self) -> list[str]:
-        """The parameters its condition and constraint read."""
+        """The parameters its condition, constraint and derivation read."""
         condition = [self.condition.param] if self.condition is not None else []
-        return condition + ([self.relation[1]] if self.constraint is not None else [])
+        derived = [self.derivation[0]] if self.derive is not None else []
+        return condition + ([self.relation[1]] if self.constraint is not None else []) + derived
 
 
 class SearchSpaceFile(BaseModel):
@@ -154,6 +170,8 @@ def one_line(exc: ValidationError, name: str | None = None) -> str:
 def shape_problem(p: ParamSpec) -> str | None:
     """What is self-contradictory in one parameter (no spec needed), or None."""
     numeric = p.type in ("float", "int")
+    if p.derive is not None:
+        return _derive_problem(p)
     if p.type == "categorical" and not p.choices:
         return "a categorical parameter needs a non-empty list of choices"
     if p.type != "categorical" and p.choices is not None:
@@ -193,10 +211,24 @@ def shape_problem(p: ParamSpec) -> str | None:
     return None
 
 
+def _derive_problem(p: ParamSpec) -> str | None:
+    match = DERIVATION.match(p.derive)
+    if not match or int(match[2]) < 1:
+        return f"derive {p.derive!r} must look like 'other.param // N' (a whole N >= 1)"
+    if p.type != "int":
+        return f"derive only applies to int parameters (this one is {p.type})"
+    kept = [k for k in ("low", "high", "step", "choices", "weights", "constraint") if getattr(p, k) is not None]
+    if kept or p.log:
+        return f"a derived parameter is not sampled, so it takes no {', '.join(kept or ['log'])}"
+    return None
+
+
 def contains(p: ParamSpec, value: Any) -> bool:
     """Whether value lies in p's own range/choices/grid (conditions and constraints aside)."""
     if p.type in ("categorical", "bool"):
         return any(same_value(value, c) for c in p.options)
+    if p.derive is not None:  # any whole number: the source decides
+        return isinstance(value, int) and not isinstance(value, bool)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
     if p.type == "int" and not float(value).is_integer():
@@ -226,6 +258,8 @@ def on_grid(value: float, anchor: float, step: float) -> bool:
 
 
 def range_text(p: ParamSpec) -> str:
+    if p.derive is not None:
+        return f"= {p.derive.strip()} (derived, not sampled)"
     if p.type in ("categorical", "bool"):
         return f"of {p.options}"
     scale = " (log)" if p.log else f" (step {p.step})" if p.step is not None else ""

@@ -8,6 +8,8 @@ layout of our search-space files, with TAO's semantics:
 - a leaf without a bound is sampled around its default: floats from default/10 to default*10, ints from
   default//2 to default*2 (an infinite bound counts as none);
 - `math_cond` `> c`, `< c`, `/ N` (a multiple of N), `^ N` (powers of N) and `< depends_on` relations;
+- `depends_on` with `/ N`: an int leaf derived as the source's value // N in each trial (TAO's rule in
+  `generate_automl_param_rec_value`), not sampled on its own;
 - the model is `x_tao_schema.network_arch`.
 
 A leaf that cannot be searched (a list, a free string, an unsupported condition, a fixed range) is left out
@@ -143,7 +145,7 @@ def _tao_param(name: str, prop: dict[str, Any]) -> dict[str, Any] | str | None:
         body.update(choices=enum, weights=weights if isinstance(weights, list) and weights else None)
     elif body["type"] == "categorical":
         return f"its TAO type {kind!r} has no enum of options"
-    elif body["type"] != "bool":
+    elif body["type"] != "bool" and not _derives(prop):  # a derived leaf is never sampled: no range needed
         problem = _bounds(body, prop.get("minimum"), prop.get("maximum"), default)
         if problem:
             return problem
@@ -190,12 +192,29 @@ def _bounds(body: dict[str, Any], low: Any, high: Any, default: Any) -> str | No
         if not _number(default) or default == 0 or not math.isfinite(default):
             return f"it has no range and no non-zero default to search around ({default!r})"
         is_int = body["type"] == "int"
-        near = sorted((default // 2, default * 2) if is_int else (default / 10, default * 10))
+        # 12 significant digits: 1e-6 x 10 is 9.999999999999999e-06 in floats
+        near = sorted((default // 2, default * 2) if is_int else (float(f"{default / 10:.12g}"), float(f"{default * 10:.12g}")))
         low = near[0] if low is None else low
         high = near[1] if high is None else high
         if is_int and low == high:
             high = low + 1
     body.update(low=low, high=high)
+    return None
+
+
+def _derives(prop: dict[str, Any]) -> bool:
+    cond, depends_on = prop.get("math_cond"), prop.get("depends_on")
+    numeric = _NUMERIC_COND.match(cond) if isinstance(cond, str) else None
+    return bool(isinstance(depends_on, str) and depends_on.strip() and numeric and numeric[1] == "/")
+
+
+def _derived(body: dict[str, Any], source: str, n: str) -> str | None:
+    """TAO's `depends_on` with `/ N`: the int leaf is the source's value // N in each trial, never sampled."""
+    if body["type"] != "int" or not float(n).is_integer() or float(n) < 1:
+        return f"it is derived as {source} // {n} in TAO, which needs an int parameter and a whole N >= 1"
+    for key in ("low", "high"):
+        body.pop(key, None)
+    body["derive"] = f"{source} // {int(float(n))}"
     return None
 
 
@@ -215,8 +234,8 @@ def _tao_math_cond(body: dict[str, Any], cond: Any, depends_on: Any) -> str | No
         body["constraint"] = f"{op_only[1]} {depends_on.strip()}"
         return None
     numeric = _NUMERIC_COND.match(cond) if cond else None
-    if depends_on and numeric and numeric[1] == "/":
-        return f"it is derived as {depends_on} // {numeric[2]} (TAO), not searched"
+    if depends_on and depends_on.strip() and numeric and numeric[1] == "/":
+        return _derived(body, depends_on.strip(), numeric[2])
     if not cond:
         return None
     if not numeric or body["type"] not in ("float", "int"):

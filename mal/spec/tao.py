@@ -58,7 +58,11 @@ def required_problem(missing: list[str]) -> str:
 
 
 def check_layout(data: dict[str, Any], path: Any) -> None:
-    """TAO 5.0 specs (`data:` for `dataset:`, devices at the top) in one line saying what to rename."""
+    """Another of TAO's files given as a spec, or a TAO 5.0 spec (`data:` for `dataset:`, devices at the
+    top): one line saying what the file is, or what to rename."""
+    kind = other_file_kind(data)
+    if kind:
+        raise UserError(f"spec {path} is not an experiment spec: it is {kind}")
     renames = []
     if "data" in data and "dataset" not in data:
         renames.append("`data:` to `dataset:`")
@@ -67,6 +71,18 @@ def check_layout(data: dict[str, Any], path: Any) -> None:
             renames.append(f"top-level `{key}` to `train.{key}` (and evaluate/inference)")
     if renames:
         raise UserError(f"spec {path} has TAO 5.0's layout; TAO 6 (and this tool) reads it after renaming {' and '.join(renames)}")
+
+
+def other_file_kind(data: dict[str, Any]) -> str | None:
+    """What a file of TAO's skill bank is when it is not an experiment spec, with what to do with it."""
+    if "properties" in data and ("x_tao_schema" in data or "automl_default_parameters" in data):
+        return ("TAO's schema of the spec (schemas/<action>.schema.json): a study reads it as automl.search_space "
+                "and `automl space FILE` shows it; give this command a spec such as spec_template_train.yaml")
+    if isinstance(data.get("actions"), dict) and not any(isinstance(data.get(s), dict) for s in ("train", "dataset", "model")):
+        return "a TAO skill's manifest or skill_info; the specs are the templates it names (spec_template_<action>.yaml)"
+    if "autolabel_type" in data:
+        return "TAO's auto-label layout; run it with `auto_label generate -e FILE`"
+    return None
 
 
 def unused_fields(data: dict[str, Any]) -> list[str]:

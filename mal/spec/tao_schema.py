@@ -2,8 +2,9 @@
 
 Per leaf: `type`, `default`, `description` and `automl_enabled`; for the parameters of MAL's search space
 also `minimum`/`maximum`, `valid_options` (and `enum`) with `option_weights`, and `math_cond` (`/ N` for a
-step, `< depends_on` for a constraint). What TAO's layout has no key for is written under `x_` keys that
-TAO ignores: `x_log` (log scale), `x_step` (a step off the multiples of N) and `x_condition`. At the top:
+step, `< depends_on` for a constraint, `/ N` with `depends_on` for a derived value). What TAO's layout has
+no key for is written under `x_` keys that TAO ignores: `x_log` (log scale), `x_step` (a step off the
+multiples of N) and `x_condition`. At the top:
 `default`, `popular`, `automl_default_parameters`, `automl_disabled_parameters` and `x_tao_schema`.
 `automl space` reads the file back into the same space as the search-space YAML it came from.
 """
@@ -41,6 +42,9 @@ def _tao_type(value: Any) -> str:
 def _search_keys(p: dict[str, Any]) -> dict[str, Any]:
     """A search-space parameter as TAO's keys (and ours under x_ where TAO has none)."""
     keys: dict[str, Any] = {}
+    if p.get("derive"):  # TAO's own way of saying it: depends_on with `/ N`
+        source, n = (part.strip() for part in p["derive"].split("//"))
+        return {"type": "int", "depends_on": source, "math_cond": f"/ {n}"}
     if p["type"] == "categorical":
         choices = p["choices"]
         keys["type"] = "ordered_int" if all(isinstance(c, int) and not isinstance(c, bool) for c in choices) else "categorical"

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from mal import coco_prompts as prompts
 from mal import coco_values as values
 from mal.errors import UserError
 from mal.storage import image_dir, local_file
@@ -33,6 +34,7 @@ class CocoSet:
     categories: dict[int, dict]
     image_root: Path | None
     source: str = ""
+    derived_boxes: frozenset[int] = frozenset()  # ids whose bbox came from their prompts (not a tight box)
 
     def image_path(self, image_id: int) -> Path:
         if self.image_root is None:
@@ -50,9 +52,9 @@ def load_coco(ann_path: str, img_dir: str | None = None, *, check_images: bool =
     _require_lists(raw, ann_path)
     images = _index_images(raw["images"], ann_path)
     categories = _by_id(raw["categories"], "categories", "category", ann_path)
-    anns = _check_annotations(raw["annotations"], images, categories, ann_path)
+    anns, derived = _check_annotations(raw["annotations"], images, categories, ann_path)
     root = image_dir(img_dir) if img_dir else None
-    coco = CocoSet(raw, images, anns, categories, root, ann_path)
+    coco = CocoSet(raw, images, anns, categories, root, ann_path, derived)
     if check_images:
         _check_image_files(coco)
     return coco
@@ -139,7 +141,9 @@ def _index_images(entries: list, name: str) -> dict[int, dict]:
 
 def _check_annotations(
     entries: list, images: dict[int, dict], categories: dict[int, dict], name: str
-) -> list[dict]:
+) -> tuple[list[dict], frozenset[int]]:
+    """The annotations, each checked, and the ids of those without a bbox that got the box their prompts imply."""
+    derived = set()
     for aid, ann in _by_id(entries, "annotations", "annotation", name).items():
         image_id, category_id = ann.get("image_id"), ann.get("category_id")
         image = images.get(image_id) if _is_int(image_id) else None
@@ -147,11 +151,23 @@ def _check_annotations(
             raise UserError(f"{name}: annotation {aid} refers to unknown image_id {image_id!r}")
         if not (_is_int(category_id) and category_id in categories):
             raise UserError(f"{name}: annotation {aid} refers to unknown category_id {category_id!r}")
-        _check_bbox(ann.get("bbox"), aid, image, name)
-        problem = values.iscrowd_problem(ann) or values.area_problem(ann) or _segmentation_problem(ann.get("segmentation"), image["height"], image["width"])
+        h, w = image["height"], image["width"]
+        problem = prompts.prompts_problem(ann, w, h)
         if problem:
             raise UserError(f"{name}: annotation {aid}: {problem}")
-    return entries
+        if ann.get("bbox") is None and prompts.has_prompts(ann):
+            ann["bbox"] = prompts.derived_bbox(ann, w, h)
+            if ann["bbox"] is None:
+                raise UserError(f"{name}: annotation {aid} has no bbox, and no object point or scribble to derive one from")
+            derived.add(aid)
+        _check_bbox(ann.get("bbox"), aid, image, name)
+        problem = (
+            prompts.outside_box_problem(ann, ann["bbox"]) or values.iscrowd_problem(ann) or values.area_problem(ann)
+            or _segmentation_problem(ann.get("segmentation"), h, w)
+        )
+        if problem:
+            raise UserError(f"{name}: annotation {aid}: {problem}")
+    return entries, frozenset(derived)
 
 
 def _check_bbox(bbox: Any, aid: int, image: dict, name: str) -> None:

@@ -1,4 +1,5 @@
-"""MAL's two losses from boxes alone: MIL box projections, and Dice to mean-field CRF pseudo-labels.
+"""MAL's two losses from boxes alone: MIL box projections, and Dice to mean-field CRF pseudo-labels; plus,
+where an annotation has points or scribbles, binary cross-entropy on their labelled pixels.
 
 Everything runs in float32 with autocast off: sums of squares over 128² pixels and 100 products of
 probabilities are not safe in fp16/bf16.
@@ -41,8 +42,13 @@ def mean_field_pseudo_labels(
     num_iter: int,
     low: float,
     high: float,
+    seeds: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """MAL's CRF: snap the predicted mask to colour edges inside the box; returns a constant {0,1} target."""
+    """MAL's CRF: snap the predicted mask to colour edges inside the box; returns a constant {0,1} target.
+
+    `seeds` (N, 2, H, W), from `label_maps`, hold the labelled pixels at their label (object at the high
+    clamp, background at the low one) through every iteration, so the target never contradicts a prompt.
+    """
     with _fp32(image):
         image, probs, box = image.float(), probs.float(), boxmask.float().flatten(2)
         n, _, height, width = image.shape
@@ -51,18 +57,43 @@ def mean_field_pseudo_labels(
         def neighbours(x: torch.Tensor) -> torch.Tensor:
             return F.unfold(x, kernel_size, padding=pad).view(x.shape[0], x.shape[1], taps, height * width)
 
+        def seeded(q: torch.Tensor) -> torch.Tensor:
+            if seeds is None:
+                return q
+            flat = seeds.flatten(2) > 0
+            return torch.where(flat[:, 0:1] & (box > 0), high, torch.where(flat[:, 1:2], low, q))
+
         # Colour affinity to every tap of the window, centre included. Taps outside the image need no mask:
         # unfold pads log q with 0 there, so they add nothing to either label's sum.
         centre = image.flatten(2).unsqueeze(2)
         affinity = torch.exp(-((neighbours(image) - centre) ** 2).sum(1) / (2 * zeta**2))
 
-        q = (probs.flatten(2) * box).clamp(low, high)
+        q = seeded((probs.flatten(2) * box).clamp(low, high))
         for _ in range(num_iter):
             log_q = torch.cat([1 - q, q], 1).log().view(n, 2, height, width)
             agg = torch.exp((neighbours(log_q) * affinity.unsqueeze(1)).sum(2))
             bg, fg = agg[:, 0:1], agg[:, 1:2] * box
-            q = (fg / (fg + bg + 1e-6)).clamp(low, high)
+            q = seeded((fg / (fg + bg + 1e-6)).clamp(low, high))
         return (q > 0.5).float().view(n, 1, height, width)
+
+
+def label_maps(prompts: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """(N, 2, h, w) {0,1} object / background labels of crop-sized prompt maps at `size`: a cell is labelled
+    when any of its crop pixels is; one labelled both ways is left unlabelled (the prompts disagree there)."""
+    maps = prompts.float()
+    if maps.shape[-2:] != size:
+        maps = F.adaptive_max_pool2d(maps, size)
+    both = maps[:, 0:1] * maps[:, 1:2]
+    return maps - both
+
+
+def prompt_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-crop binary cross-entropy over the labelled pixels (object 1, background 0); 0 for a crop without any."""
+    with _fp32(logits):
+        obj, bg = labels[:, 0:1], labels[:, 1:2]
+        labelled = (obj + bg).flatten(1)
+        bce = F.binary_cross_entropy_with_logits(logits.float(), obj, reduction="none").flatten(1)
+        return (bce * labelled).sum(1) / labelled.sum(1).clamp(min=1)
 
 
 @torch.no_grad()
@@ -120,11 +151,15 @@ def mal_losses(
     step: int,
     epoch: int,
     teacher_levels: list[torch.Tensor] | None = None,
+    prompts: torch.Tensor | None = None,
+    box_given: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The training objective; "loss_mil"/"loss_crf"/"loss_aff" are the unweighted means, for logging.
+    """The training objective; "loss_mil"/"loss_crf"/"loss_aff"/"loss_prompt" are the unweighted means, for logging.
 
     `image` is the clean (un-augmented) crop: the CRF's colour affinities must see the photo's own colours,
     not the student's jitter, blur or greyscale. `teacher_levels` feed the feature-affinity target.
+    `prompts` (N, 2, S, S) are the crops' point and scribble maps: a batch without a labelled pixel computes
+    exactly what it would without them. `box_given` is 0 for a box derived from prompts, which MIL skips.
     """
     with _fp32(student_logits):
         out_size = tuple(student_logits.shape[-2:])
@@ -140,8 +175,15 @@ def mal_losses(
                 else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
             )
 
+        labelled = prompts is not None and bool(prompts.any())
+        seeds = label_maps(prompts, crf_size) if labelled else None
+
         student = torch.sigmoid(student_logits.float())
-        loss_mil = mil_loss(student, resize(boxmask, out_size)).mean()
+        per_crop_mil = mil_loss(student, resize(boxmask, out_size))
+        if box_given is None or bool(box_given.all()):
+            loss_mil = per_crop_mil.mean()
+        else:
+            loss_mil = (per_crop_mil * box_given).sum() / box_given.sum().clamp(min=1)
 
         # The CRF target starts from the student-teacher mean: the teacher's only role in training.
         mixed = (student.detach() + torch.sigmoid(teacher_logits.detach().float())) / 2
@@ -154,6 +196,7 @@ def mal_losses(
             num_iter=cfg.crf_num_iter,
             low=cfg.crf_value_low_thres,
             high=cfg.crf_value_high_thres,
+            seeds=seeds,
         )
         loss_crf = crf_loss(resize(student, crf_size), pseudo).mean()
         crf_ramp = loss_ramp(step, epoch, cfg.loss_crf_step)
@@ -165,9 +208,14 @@ def mal_losses(
             affinity = feature_affinity_labels(teacher_levels, resize(mixed, crf_size), (crf_box > 0.5).float())
             target = mean_field_pseudo_labels(
                 resize(image, crf_size), affinity, crf_box, kernel_size=cfg.crf_kernel_size, zeta=cfg.crf_zeta,
-                num_iter=cfg.crf_num_iter, low=cfg.crf_value_low_thres, high=cfg.crf_value_high_thres,
+                num_iter=cfg.crf_num_iter, low=cfg.crf_value_low_thres, high=cfg.crf_value_high_thres, seeds=seeds,
             )
             loss_aff = crf_loss(resize(student, crf_size), target).mean()
             loss = loss + cfg.loss_aff_weight * crf_ramp * loss_aff
             out["loss_aff"] = loss_aff.detach()
+        if labelled:
+            # averaged over the batch like the other terms: a crop's weight does not depend on its neighbours' prompts
+            loss_prompt = prompt_loss(student_logits, label_maps(prompts, out_size)).mean()
+            loss = loss + cfg.loss_prompt_weight * loss_prompt
+            out["loss_prompt"] = loss_prompt.detach()
         return {"loss": loss, **out}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from itertools import pairwise
 
 import timm
@@ -176,15 +177,17 @@ class MALNet(nn.Module):
         self.crop_size = crop_size
         self.output_size = 4 * (crop_size // ARCHS[arch].stride)
 
-    def _logits(
-        self, feat: torch.Tensor, key: torch.Tensor, scale: float, out_size: tuple[int, int]
-    ) -> torch.Tensor:
+    def _value(self, feat: torch.Tensor, scale: float) -> torch.Tensor:
         if scale != 1:
             h, w = feat.shape[-2:]
             size = (max(1, round(h * scale)), max(1, round(w * scale)))
             feat = F.interpolate(feat, size=size, mode="bilinear", align_corners=False)
-        value = self.mask_head(feat)
-        logits = torch.einsum("bc,bchw->bhw", key, value).unsqueeze(1)
+        return self.mask_head(feat)
+
+    def _logits(
+        self, feat: torch.Tensor, key: torch.Tensor, scale: float, out_size: tuple[int, int]
+    ) -> torch.Tensor:
+        logits = torch.einsum("bc,bchw->bhw", key, self._value(feat, scale)).unsqueeze(1)
         return F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
 
     def forward(self, image: torch.Tensor, box_area: torch.Tensor, boxmask: torch.Tensor | None = None) -> torch.Tensor:
@@ -202,8 +205,12 @@ class MALNet(nn.Module):
     def _decode(self, feat: torch.Tensor, box_area: torch.Tensor, boxmask: torch.Tensor | None) -> torch.Tensor:
         key = self.roi_head(feat, boxmask)
         out_size = (4 * feat.shape[-2], 4 * feat.shape[-1])
+        return self._by_scale(box_area, lambda members, scale: self._logits(feat[members], key[members], scale, out_size))
+
+    def _by_scale(self, box_area: torch.Tensor, run: Callable[[torch.Tensor, float], torch.Tensor]) -> torch.Tensor:
+        """`run(members, scale)` on each size bucket's crops at its feature scale, the results in batch order."""
         if self.not_adjust_scale:
-            return self._logits(feat, key, self.mask_scale_ratio_pre, out_size)
+            return run(torch.arange(box_area.shape[0], device=box_area.device), self.mask_scale_ratio_pre)
         # Half-open edges, the rule of mal.metrics.area_bucket (the original lost areas of exactly 32² and 96²).
         edges = torch.tensor([SMALL_MAX_AREA, MEDIUM_MAX_AREA], dtype=torch.float32, device=box_area.device)
         bucket = torch.bucketize(box_area.float(), edges, right=True)
@@ -211,9 +218,19 @@ class MALNet(nn.Module):
         for index, name in enumerate(BUCKETS):
             members = (bucket == index).nonzero().squeeze(1)
             if members.numel():
-                parts.append(self._logits(feat[members], key[members], _BUCKET_SCALES[name], out_size))
+                parts.append(run(members, _BUCKET_SCALES[name]))
                 order.append(members)
         return torch.cat(parts)[torch.argsort(torch.cat(order))]
+
+    def value_maps(self, image: torch.Tensor, box_area: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) V maps at the logits' size: the logits are K·V per pixel (resizing is linear), so a
+        key fitted to a box's points and scribbles can be read out of them (mal.predict.prompt_fitted_logits)."""
+        feat = fuse_levels(self.backbone, encoder_levels(self.backbone, image))
+        out_size = (4 * feat.shape[-2], 4 * feat.shape[-1])
+        return self._by_scale(
+            box_area,
+            lambda members, scale: F.interpolate(self._value(feat[members], scale), size=out_size, mode="bilinear", align_corners=False),
+        )
 
 
 class MAL(nn.Module):

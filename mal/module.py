@@ -1,5 +1,5 @@
-"""The LightningModule: MAL's training step (MIL + CRF losses, EMA teacher), lr schedule and validation
-metrics (mIoU where masks exist, box_score everywhere).
+"""The LightningModule: MAL's training step (MIL + CRF losses, the prompt loss where boxes have points or
+scribbles, EMA teacher), lr schedule and validation metrics (mIoU where masks exist, box_score everywhere).
 
 The Trainer owns devices, precision and checkpoints (see mal/runner.py).
 """
@@ -19,7 +19,7 @@ from mal.losses import mal_losses
 from mal.metrics import MIoU, class_balanced_mean, coco_mask_ap, region_iou
 from mal.model import build_mal
 from mal.objective import BOX_METRICS
-from mal.predict import paste_masks, thresholds_by_bucket
+from mal.predict import force_prompts, paste_masks, prompt_fitted_logits, thresholds_by_bucket
 from mal.spec import ExperimentSpec
 
 
@@ -85,7 +85,8 @@ class MALModule(L.LightningModule):
             teacher, teacher_levels = self.net.teacher.forward_with_levels(batch["timage"], batch["box_area"], batch["boxmask"])
         losses = mal_losses(
             student, teacher, batch["timage"], batch["boxmask"], self.spec.train, step=self.global_step,
-            epoch=self.current_epoch, teacher_levels=teacher_levels,
+            epoch=self.current_epoch, teacher_levels=teacher_levels, prompts=batch.get("prompts"),
+            box_given=batch.get("box_given"),
         )
         if not torch.isfinite(losses["loss"]):
             raise NonFiniteLossError(
@@ -131,10 +132,15 @@ class MALModule(L.LightningModule):
     # ------------------------------------------------------------------ validation
 
     def predict_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Test-time logits; a box with points or scribbles is read with a key fitted to them."""
         e = self.spec.evaluate
-        return self.net.predict(
+        logits = self.net.predict(
             batch["image"], batch["box_area"], batch["boxmask"], use_teacher=e.use_teacher_test, use_mixed=e.use_mixed_model_test, use_flip=e.use_flip_test
         )
+        if not e.prompt_refine:
+            return logits
+        features = self.net.teacher if e.use_teacher_test and not e.use_mixed_model_test else self.net.student
+        return prompt_fitted_logits(features, logits, batch, e.prompt_keep_weight)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         """Every box gets its box_score; a box with a ground-truth mask also gets its IoU and its detection."""
@@ -144,6 +150,7 @@ class MALModule(L.LightningModule):
             ann = self._val_anns[inst.ann_id]
             if ann.get("iscrowd", 0):
                 continue  # a crowd region is not one instance: neither a box to fill nor a mask to match
+            inst = force_prompts(inst, ann)
             record = {
                 "ann_id": inst.ann_id,
                 "category_id": inst.category_id,

@@ -1,8 +1,9 @@
 """From network logits to per-box masks in image coordinates (the paste-back shared by validation,
-`mal evaluate` and `mal inference`)."""
+`mal evaluate` and `mal inference`), honouring the points and scribbles of the boxes that have them."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,7 +12,13 @@ import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 
 from mal.data.crops import box_pixels
+from mal.data.prompts import region_prompt_maps
+from mal.losses import label_maps
 from mal.metrics import BUCKETS, area_bucket
+from mal.model import MALNet
+
+_NEWTON_STEPS, _HALVINGS = 8, 10  # the key fit is convex: a few damped Newton steps converge
+_RIDGE = 1e-4
 
 
 @dataclass
@@ -86,3 +93,79 @@ def paste_masks(logits: torch.Tensor, batch: dict[str, torch.Tensor], thresholds
             )
         )
     return out
+
+
+def prompt_fitted_logits(net: MALNet, logits: torch.Tensor, batch: dict[str, torch.Tensor], keep_weight: float) -> torch.Tensor:
+    """The logits of the crops whose boxes have points or scribbles, read with a mask key fitted to them;
+    every other crop's logits unchanged.
+
+    MAL's logits are K·V per pixel, so a click says which V features are object and which are not. Per
+    prompted crop a correction d of the key minimises the cross-entropy at its labelled pixels plus
+    `keep_weight` × the mean squared change d·V over its box (an f-BRS-style refinement, on the key alone):
+    a click flips the region the network sees as like it, not only its own pixel. The problem is convex; a
+    few Newton steps solve it.
+    """
+    prompts = batch.get("prompts")
+    if prompts is None:
+        return logits
+    rows = prompts.flatten(1).any(1).nonzero().squeeze(1)
+    if not rows.numel():
+        return logits
+    size = tuple(logits.shape[-2:])
+    values = net.value_maps(batch["image"][rows], batch["box_area"][rows])
+    labels = label_maps(prompts[rows], size).flatten(2)
+    inside = F.interpolate(batch["boxmask"][rows].float(), size=size, mode="bilinear", align_corners=False).flatten(1) > 0.5
+    out = logits.clone()
+    with torch.autocast(device_type=logits.device.type, enabled=False):  # a Newton solve needs float32
+        for k, row in enumerate(rows.tolist()):
+            base, v = logits[row].float().flatten(), values[k].float().flatten(1)
+            change = key_correction(base, v, labels[k], inside[k], keep_weight) @ v
+            out[row] = (base + change).view_as(out[row]).to(out.dtype)
+    return out
+
+
+def key_correction(
+    base: torch.Tensor, values: torch.Tensor, labels: torch.Tensor, inside: torch.Tensor, keep_weight: float
+) -> torch.Tensor:
+    """The (C,) key change d: argmin Σ_labelled BCE(base + d·v, label) + keep_weight · mean_inside (d·v)².
+
+    `base` (P,) logits, `values` (C, P), `labels` (2, P) object / background, `inside` (P,) bool: the box.
+    Newton steps, each halved until the objective falls (plain Newton can overshoot on cross-entropy).
+    """
+    labelled = (labels[0] + labels[1]) > 0
+    v, target, z0 = values[:, labelled], labels[0, labelled], base[labelled]
+    box = values[:, inside] if inside.any() else values
+    channels = values.shape[0]
+    # the mean squared change over the box is d' keep d; a tiny ridge keeps the solve regular where the
+    # box's features span fewer than C directions
+    keep = box @ box.T / box.shape[1]
+    ridge = 2 * keep_weight * keep + _RIDGE * (keep.diagonal().mean() + 1e-6) * torch.eye(channels, device=values.device)
+
+    def objective(d: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(z0 + d @ v, target, reduction="sum") + 0.5 * d @ ridge @ d
+
+    d = torch.zeros(channels, device=values.device)
+    for _ in range(_NEWTON_STEPS):
+        p = torch.sigmoid(z0 + d @ v)
+        gradient = v @ (p - target) + ridge @ d
+        hessian = (v * (p * (1 - p))) @ v.T + ridge
+        step, current = torch.linalg.solve(hessian, gradient), objective(d)
+        for _ in range(_HALVINGS):
+            if objective(d - step) <= current:
+                d = d - step
+                break
+            step = step / 2
+    return d
+
+
+def force_prompts(inst: InstanceMask, ann: dict) -> InstanceMask:
+    """The mask with `ann`'s labelled pixels set: object points and scribbles on, background points off (a
+    pixel labelled both ways keeps the network's answer)."""
+    maps = region_prompt_maps(ann, inst.region)
+    if not maps.any():
+        return inst
+    obj, bg = maps[0] > 0, maps[1] > 0
+    mask = inst.mask.copy()
+    mask[obj & ~bg] = True
+    mask[bg & ~obj] = False
+    return dataclasses.replace(inst, mask=mask)

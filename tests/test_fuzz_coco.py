@@ -1,6 +1,7 @@
-"""Fuzzing COCO files: one value of the valid base file (tests/bad_inputs/good/annotations.json) replaced,
-removed or added at a random place. Either the file is refused with one UserError line when it is read, or
-everything that reads its values later (train and eval crops, GT masks, box-fill, mIoU and mask AP) works."""
+"""Fuzzing COCO files: one value of the valid base file (tests/bad_inputs/good/annotations.json, and the same
+with points and scribbles) replaced, removed or added at a random place. Either the file is refused with one
+UserError line when it is read, or everything that reads its values later (train and eval crops, prompt maps,
+GT masks, box-fill, mIoU and mask AP) works."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from mal.coco import gt_mask, load_coco
 from mal.data import MALEvalDataset, MALTrainDataset, eval_instances, train_instances
 from mal.data.baseline import box_fill_miou
 from mal.data.crops import box_mask
+from mal.data.prompts import region_prompt_maps
 from mal.errors import UserError
 from mal.metrics import coco_mask_ap
 
@@ -33,7 +35,7 @@ HOSTILE = [
     {"counts": [7680], "size": [80, 96]}, {"counts": [7680], "size": [80.0, 96.0]}, [[[[[]]]]],
 ]  # fmt: skip
 ACTIONS = ("replace", "replace", "replace", "delete", "add")
-OPTIONAL_KEYS = ("area", "iscrowd", "segmentation", "score", "width", "id", "bbox", "image_id")
+OPTIONAL_KEYS = ("area", "iscrowd", "segmentation", "score", "width", "id", "bbox", "image_id", "points", "scribbles")
 
 
 def _places(node, path=()):
@@ -45,11 +47,17 @@ def _places(node, path=()):
 
 
 PLACES = list(_places(BASE))
+# the base with prompts: clicks on box 1, a scribble instead of box 3's bbox; and the places inside them
+PROMPTED = copy.deepcopy(BASE)
+PROMPTED["annotations"][0]["points"] = [[20, 30, 1], [10, 12, 0]]
+PROMPTED["annotations"][2]["scribbles"] = [[40, 20, 60, 22], [70, 30]]
+del PROMPTED["annotations"][2]["bbox"]
+PROMPT_PLACES = [(path, leaf) for path, leaf in _places(PROMPTED) if {"points", "scribbles"} & {*path, leaf}]
 
 
-def _mutated(place: int, action: str, value, key: str) -> dict:
-    doc = copy.deepcopy(BASE)
-    path, leaf = PLACES[place]
+def _mutated(place: int, action: str, value, key: str, base: dict = BASE, places: list = PLACES) -> dict:
+    doc = copy.deepcopy(base)
+    path, leaf = places[place]
     parent = doc
     for part in path:
         parent = parent[part]
@@ -78,6 +86,7 @@ def _use_everything(coco) -> None:
     for ann in coco.anns:
         image = coco.images[ann["image_id"]]
         hw = (image["height"], image["width"])
+        region_prompt_maps(ann, (0, hw[0], 0, hw[1]))  # what forcing the prompts at inference reads
         if gt_mask(ann, *hw) is None or ann.get("iscrowd"):
             continue
         rle = mask_utils.encode(np.asfortranarray(box_mask(ann["bbox"], hw).astype(np.uint8)))
@@ -106,6 +115,17 @@ def _one_line_or_works(doc, tmp_path: Path) -> None:
 )
 def test_a_mutated_coco_file_is_refused_in_one_line_or_works(place, action, value, key, tmp_path):
     _one_line_or_works(_mutated(place, action, value, key), tmp_path)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    place=st.integers(0, len(PROMPT_PLACES) - 1),
+    action=st.sampled_from(ACTIONS),
+    value=st.sampled_from(HOSTILE),
+    key=st.sampled_from(OPTIONAL_KEYS),
+)
+def test_a_mutated_prompt_is_refused_in_one_line_or_works(place, action, value, key, tmp_path):
+    _one_line_or_works(_mutated(place, action, value, key, PROMPTED, PROMPT_PLACES), tmp_path)
 
 
 @pytest.mark.parametrize(

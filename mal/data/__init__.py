@@ -1,5 +1,5 @@
-"""MAL's data: which boxes a run uses, their crops (expansion, wrap fill, box mask), augmentation, image
-decoding and cache, the resumable epoch sampler, labeling units, and the box-fill baseline."""
+"""MAL's data: which boxes a run uses, their crops (expansion, wrap fill, box mask, prompt maps),
+augmentation, image decoding and cache, the resumable epoch sampler, labeling units, and the box-fill baseline."""
 
 from mal.data.augment import colour_augment
 from mal.data.baseline import box_fill_miou

@@ -1,5 +1,5 @@
-"""MAL's box-centred crops: the expanded crop box, wrap-around fill, the box mask in crop coordinates, and the
-deterministic test crop with what paste-back needs.
+"""MAL's box-centred crops: the expanded crop box, wrap-around fill, the box mask and prompts in crop
+coordinates, and the deterministic test crop with what paste-back needs.
 
 Geometry follows the original MAL (`_expand_box`, wrap fill, non-aspect-preserving resize). One fix: the
 box mask is drawn geometrically in crop coordinates, so wrapped-in content never carries box pixels.
@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as F
+
+from mal.data.prompts import crop_prompt_maps
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -100,12 +102,18 @@ def box_crop(
     return crop, torch.from_numpy(mask)[None], ext_box
 
 
+def crop_prompts(ann: dict, ext_box: Box, crop_size: int) -> torch.Tensor:
+    """uint8 (2, S, S) object / background label maps of the annotation's points and scribbles on its crop."""
+    return torch.from_numpy(crop_prompt_maps(ann, ext_box, crop_size))
+
+
 def eval_item(image: np.ndarray, ann: dict, margins: np.ndarray, crop_size: int) -> dict[str, torch.Tensor]:
     """One box's deterministic test crop plus what paste-back and metrics need (crop box, ids, image size)."""
     crop, boxmask, ext_box = box_crop(image, ann["bbox"], margins, crop_size)
     return {
         "image": normalize(crop),
         "boxmask": boxmask,
+        "prompts": crop_prompts(ann, ext_box, crop_size),
         "box_area": torch.tensor(ann["bbox"][2] * ann["bbox"][3], dtype=torch.float32),
         "ext_box": torch.tensor(ext_box, dtype=torch.float32),
         "bbox": torch.tensor(ann["bbox"], dtype=torch.float32),

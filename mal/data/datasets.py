@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from mal.coco import CocoSet
 from mal.data import images
 from mal.data.augment import colour_augment
-from mal.data.crops import box_crop, eval_item, eval_margins, normalize, train_margins
+from mal.data.crops import box_crop, crop_prompts, eval_item, eval_margins, normalize, train_margins
 from mal.errors import UserError
 
 FLIP_P = 0.5
@@ -109,14 +109,18 @@ class MALTrainDataset(_BoxCrops):
     def _item(self, index: int | tuple[int, int], ann: dict, image: np.ndarray) -> dict[str, torch.Tensor]:
         epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
         rng = np.random.default_rng((self.seed, epoch, index))
-        crop, boxmask, _ = box_crop(image, ann["bbox"], train_margins(rng, self.margin_rate), self.crop_size)
+        crop, boxmask, ext_box = box_crop(image, ann["bbox"], train_margins(rng, self.margin_rate), self.crop_size)
+        prompts = crop_prompts(ann, ext_box, self.crop_size)
         if rng.random() < FLIP_P:
-            crop, boxmask = F.horizontal_flip(crop), F.horizontal_flip(boxmask)
+            crop, boxmask, prompts = F.horizontal_flip(crop), F.horizontal_flip(boxmask), prompts.flip(-1)
         return {
             "image": normalize(colour_augment(crop, rng)),
             "timage": normalize(crop),
             "boxmask": boxmask,
             "box_area": torch.tensor(ann["bbox"][2] * ann["bbox"][3], dtype=torch.float32),
+            "prompts": prompts,
+            # MIL reads a box as tight; one derived from prompts is not, so MIL leaves it out
+            "box_given": torch.tensor(float(ann["id"] not in self.coco.derived_boxes)),
         }
 
 

@@ -12,7 +12,7 @@ from mal.data.crops import eval_item
 from mal.data.datasets import collate
 from mal.data.images import load_image
 
-LABEL_KEYS = ("id", "image_id", "category_id", "bbox", "iscrowd")
+LABEL_KEYS = ("id", "image_id", "category_id", "bbox", "iscrowd", "points", "scribbles")
 
 
 def label_units(coco: CocoSet, max_boxes: int, with_masks: bool = False) -> list[list[dict]]:

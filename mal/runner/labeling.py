@@ -12,10 +12,11 @@ import torch
 
 from mal import checkpoint as ckpt
 from mal.coco import gt_mask, load_coco
+from mal.coco_prompts import PROMPT_KEYS
 from mal.data import UnitCrops, eval_margins, label_units, unit_crops
 from mal.errors import UserError
 from mal.metrics import region_iou
-from mal.predict import InstanceMask, paste_masks, thresholds_by_bucket
+from mal.predict import InstanceMask, force_prompts, paste_masks, thresholds_by_bucket
 from mal.runner.devices import autocast, device, to_device
 from mal.runner.evaluate import load_module, write_json
 from mal.spec import ExperimentSpec, with_values
@@ -55,6 +56,7 @@ class Labeler:
             return [self._annotation(inst, boxes[inst.ann_id]) for inst in paste_masks(logits, crops, self.thresholds)]
 
     def _annotation(self, inst: InstanceMask, box: dict) -> dict[str, Any]:
+        inst = force_prompts(inst, box)
         out = {
             "id": inst.ann_id,
             "image_id": inst.image_id,
@@ -65,6 +67,8 @@ class Labeler:
             "iscrowd": int(box.get("iscrowd", 0)),
             "score": round(inst.score, 4),
         }
+        # the prompts stay with their box, so a corrected click re-run can start from this file
+        out |= {key: box[key] for key in PROMPT_KEYS if key in box}
         if self.with_iou and box.get("segmentation"):
             out["iou"] = round(region_iou(inst.mask, inst.region, gt_mask(box, *inst.image_hw)), 4)
         return out

@@ -160,6 +160,9 @@ class TrainConfig(_Devices):
     loss_aff_weight: float = Field(
         0, ge=0, description="Weight of the feature-affinity loss: Dice to a 2-means split of the teacher's encoder features inside the box (0: off, as the original)."
     )
+    loss_prompt_weight: float = Field(
+        1.0, ge=0, description="Weight of the prompt loss: binary cross-entropy on the pixels an annotation's points and scribbles label (no effect on boxes without prompts)."
+    )
     crf_zeta: float = Field(0.1, gt=0, description="Colour bandwidth of the CRF affinity.")
     crf_kernel_size: int = Field(3, ge=3, description="CRF neighbourhood (odd).")
     crf_num_iter: int = Field(100, ge=1, description="Mean-field iterations.")
@@ -235,6 +238,12 @@ class EvaluateConfig(_Devices):
     use_teacher_test: bool = Field(False, description="Predict with the EMA teacher.")
     comp_clustering: bool = Field(False, description="Unused (kept for TAO specs).")
     use_flip_test: bool = Field(False, description="Average with the horizontally flipped crop.")
+    prompt_refine: bool = Field(
+        True, description="Read a box that has points or scribbles with a mask key fitted to them, so a click corrects the region like it; false: its labelled pixels are only forced."
+    )
+    prompt_keep_weight: float = Field(
+        0.1, ge=0, description="What the key fit pays for changing the box's other pixels: weight of the mean squared logit change over the box against the prompts' cross-entropy (higher keeps more of the network's mask)."
+    )
 
 
 class InferenceConfig(_Devices):

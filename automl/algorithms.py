@@ -43,6 +43,7 @@ class StudySettings:
     reduction_factor: int
     seed: int
     shape_fields: tuple[str, ...] = ()  # the model's: prefixes of parameters PBT must leave alone
+    first_points: tuple[dict[str, Any], ...] = ()  # tried before anything is drawn (warm start); may be partial
 
 
 class FidelityAwareOptunaSearch(OptunaSearch):
@@ -89,13 +90,21 @@ class FidelityAwareOptunaSearch(OptunaSearch):
 class SpaceSampler(Searcher):
     """Random or grid suggestions from our own space (honours option weights, conditions, constraints)."""
 
-    def __init__(self, space: SearchSpace, metric: str, mode: str, seed: int, grid: bool = False) -> None:
+    def __init__(
+        self, space: SearchSpace, metric: str, mode: str, seed: int, grid: bool = False, first: tuple[dict, ...] = ()
+    ) -> None:
         super().__init__(metric=metric, mode=mode)
         self.space = space
         self.rng = np.random.default_rng(seed)
+        self.first = [space.complete(point, self.rng) for point in first]
         self.points = space.grid() if grid else None
+        if self.points is not None:  # a grid runs every point anyway: the warm-start points that lie on it go first
+            self.points.sort(key=lambda point: point not in self.first)
+            self.first = []
 
     def suggest(self, trial_id: str) -> dict | None:
+        if self.first:
+            return self.first.pop(0)
         if self.points is None:
             return self.space.random_sample(self.rng)
         return self.points.pop(0) if self.points else Searcher.FINISHED
@@ -106,18 +115,20 @@ class SpaceSampler(Searcher):
     # Tune snapshots the searcher with the experiment: a resumed study draws on from where it stopped.
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
-            pickle.dump({"rng": self.rng.bit_generator.state, "points": self.points}, f)
+            pickle.dump({"rng": self.rng.bit_generator.state, "points": self.points, "first": self.first}, f)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             saved = pickle.load(f)  # our own snapshot inside the study folder, written above
         self.rng.bit_generator.state, self.points = saved["rng"], saved["points"]
+        self.first = saved.get("first", [])
 
 
 def _tpe(space: SearchSpace, s: StudySettings) -> FidelityAwareOptunaSearch:
     sampler = optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=min(10, max(2, s.max_trials // 3)))
     return FidelityAwareOptunaSearch(
-        space=space.suggest, metric=s.metric, mode=s.mode, sampler=sampler, max_budget=s.max_epochs
+        space=space.suggest, metric=s.metric, mode=s.mode, sampler=sampler, max_budget=s.max_epochs,
+        points_to_evaluate=[dict(point) for point in s.first_points] or None,  # enqueued: Optuna draws what they lack
     )
 
 
@@ -160,15 +171,15 @@ def build(algorithm: str, space: SearchSpace, s: StudySettings) -> tuple[Searche
         return _tpe(space, s), FIFOScheduler()
     if algorithm == "hyperband":
         scheduler = HyperBandScheduler(max_t=s.max_epochs, reduction_factor=s.reduction_factor, **common)
-        return SpaceSampler(space, s.metric, s.mode, s.seed), scheduler
+        return SpaceSampler(space, s.metric, s.mode, s.seed, first=s.first_points), scheduler
     if algorithm == "bohb":
         # BOHB = a TPE-style density model proposing configs + HyperBand brackets judging them
         scheduler = HyperBandForBOHB(max_t=s.max_epochs, reduction_factor=s.reduction_factor, **common)
         return _tpe(space, s), scheduler
     if algorithm == "random":
-        return SpaceSampler(space, s.metric, s.mode, s.seed), FIFOScheduler()
+        return SpaceSampler(space, s.metric, s.mode, s.seed, first=s.first_points), FIFOScheduler()
     if algorithm == "grid":
-        sampler = SpaceSampler(space, s.metric, s.mode, s.seed, grid=True)
+        sampler = SpaceSampler(space, s.metric, s.mode, s.seed, grid=True, first=s.first_points)
         if len(sampler.points) > s.max_trials:
             raise UserError(
                 f"automl.algorithm=grid: the space has {len(sampler.points)} points but automl.max_trials="
@@ -182,8 +193,10 @@ def build(algorithm: str, space: SearchSpace, s: StudySettings) -> tuple[Searche
             synch=False,
             **common,
         )
-        # PBT refuses searchers; Tune's plain generator runs our own random starting points
+        # PBT refuses searchers; Tune's plain generator runs our own starting points: warm start, then random
         rng = np.random.default_rng(s.seed)
-        starts = BasicVariantGenerator(points_to_evaluate=[space.random_sample(rng) for _ in range(s.max_trials)])
+        points = [space.complete(point, rng) for point in s.first_points][: s.max_trials]
+        points += [space.random_sample(rng) for _ in range(s.max_trials - len(points))]
+        starts = BasicVariantGenerator(points_to_evaluate=points)
         return starts, scheduler
     raise UserError(f"automl.algorithm: {algorithm!r} is not one of {', '.join(ALGORITHMS)}")

@@ -103,7 +103,8 @@ def space(
 
         model = get_model(model_name)
         spec = model.load_spec(spec_path, list(overrides or []))
-        lines = space_lines(study_space(model, spec, study_config(spec), sf), sf)
+        config = study_config(spec)
+        lines = space_lines(study_space(model, spec, config, sf), sf, config.warm_start)
     typer.echo("\n".join(lines))
 
 
@@ -121,6 +122,8 @@ def resume(study_dir: Path = typer.Argument(..., help="The results_dir of a stud
 
 def _report(result, console) -> None:
     """The end of a study on the console; every trial failing is exit 1 with the reasons counted."""
+    from automl.gain import gain_line
+
     study_dir = result.state.dir
     if result.best is None:
         reasons: dict[str, int] = {}
@@ -139,6 +142,7 @@ def _report(result, console) -> None:
     console.print(f"champion: {result.champion}")
     console.print(f"leaderboard: {study_dir / 'leaderboard.csv'}  ·  `automl status {study_dir}`")
     console.print(f"compare trials: `automl ui --tracking-uri {redact(result.tracking_uri)}` (MLflow UI on 127.0.0.1)")
+    console.print(gain_line(result.state.gain))  # last: what the search bought over the user's own values
 
 
 @app.command()

@@ -93,6 +93,7 @@ def study_settings(model: TunableModel, spec: Any, config: AutoMLConfig) -> dict
         "workers_per_trial": config.trial_workers(),
         "seed": config.seed if config.seed is not None else model.role(spec, "seed"),
         "max_failures": config.max_failures,
+        "warm_start": config.warm_start,
     }
 
 

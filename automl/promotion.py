@@ -53,6 +53,15 @@ def evaluate_on_worker(model: TunableModel, spec: Any, settings: dict[str, Any],
     return _on_worker(model, settings, promoter, _evaluate, model, spec)
 
 
+def baselines_on_worker(model: TunableModel, spec: Any, settings: dict[str, Any], promoter: Any = None) -> dict[str, dict]:
+    """Each of the model's baselines on the spec's validation set, run as promotion runs."""
+    return {name: dict(_on_worker(model, settings, promoter, _baseline, model, spec, name)) for name in model.baselines}
+
+
+def _baseline(model: TunableModel, spec: Any, name: str) -> Any:
+    return model.baseline(name)(spec)
+
+
 def _on_worker(model: TunableModel, settings: dict[str, Any], promoter: Any, work: Any, *args: Any) -> Any:
     """`work(*args)` on the warm promoter, else in a task with a trial's resources."""
     import ray

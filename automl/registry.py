@@ -67,15 +67,21 @@ class TunableModel:
     # optional: int fields whose values must be multiples of something under a given spec (a crop of whole
     # patches) -> that multiple; a search keeps their ranges on those multiples so no trial draws a refused value
     value_multiples: Callable[[Any], Mapping[str, int]] = no_multiples
+    # optional: trivial answers a study is measured against, name -> "module:attr" of baseline(spec) -> its
+    # metrics on the spec's validation set, as `evaluate` names them; study.json's `gain` carries each
+    baselines: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def entry(self, which: str) -> Callable[..., Any]:
         """The function behind one of the import paths (fit, evaluate, export_weights)."""
-        module, _, attr = getattr(self, which).partition(":")
-        return getattr(importlib.import_module(module), attr)
+        return _resolve(getattr(self, which))
+
+    def baseline(self, name: str) -> Callable[[Any], Mapping[str, Any]]:
+        """The function behind one of the baselines."""
+        return _resolve(self.baselines[name])
 
     def code_modules(self) -> str:
         """The modules its entry points live in, comma-separated (what a warm process imports ahead)."""
-        entries = (self.fit, self.evaluate, self.export_weights)
+        entries = (self.fit, self.evaluate, self.export_weights, *self.baselines.values())
         return ",".join(dict.fromkeys(entry.partition(":")[0] for entry in entries))
 
     @property
@@ -91,7 +97,7 @@ class TunableModel:
         return self.with_values(spec, {**values, **{self.spec_fields[role]: value for role, value in roles.items()}})
 
 
-OPTIONAL = ("value_multiples",)  # a model may leave these out; the record's default applies
+OPTIONAL = ("value_multiples", "baselines")  # a model may leave these out; the record's default applies
 FIELDS = tuple(f.name for f in dataclasses.fields(TunableModel) if f.name != "ref")
 _loaded: dict[str, TunableModel] = {}
 
@@ -133,9 +139,14 @@ def of(plugin: Any, ref: str) -> TunableModel:
         raise UserError(f"--model {ref}: metrics names no metric to optimise")
     return dataclasses.replace(
         model, search_space=Path(model.search_space), shape_fields=tuple(model.shape_fields),
-        eval_set_fields=tuple(model.eval_set_fields),
+        eval_set_fields=tuple(model.eval_set_fields), baselines=dict(model.baselines),
         user_errors=tuple(model.user_errors), fatal_errors=tuple(model.fatal_errors),
     )
+
+
+def _resolve(path: str) -> Callable[..., Any]:
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def _entry_point(name: str) -> Any:

@@ -7,6 +7,7 @@ trial's per-epoch history, which the study's driver records as the validations c
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,20 +20,39 @@ REPORT_DIR = "report"
 
 
 def _curve(record: dict[str, Any], metric: str) -> list[tuple[int, float]]:
-    return sorted((int(h["epoch"]), float(h[metric])) for h in record["history"] if h.get(metric) is not None)
+    """(epoch, value) of every validation that holds a number for `metric` (a hand-edited file may not)."""
+    points = ((_number(h.get("epoch")), _number(h.get(metric))) for h in record["history"] if isinstance(h, dict))
+    return sorted((int(epoch), value) for epoch, value in points if epoch is not None and value is not None)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _holds(distribution: Any, value: Any) -> bool:
+    """Whether an Optuna distribution can take the recorded value (an edited record may hold anything)."""
+    try:
+        return distribution._contains(distribution.to_internal_repr(value))
+    except (ValueError, TypeError):
+        return False
 
 
 def _rebuild_study(doc: dict[str, Any], space: SearchSpace):
     import optuna
 
     settings = doc["settings"]
-    distributions = space.to_optuna()
+    try:
+        distributions = space.to_optuna()
+    except ValueError as exc:  # bounds Optuna refuses (a log range from 0), edited into the file
+        raise UserError(f"study.json: search_space: {str(exc).splitlines()[0]}") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize" if settings["mode"] == "max" else "minimize")
     for record in doc["records"]:
-        if record["best_metric"] is None:
+        if _number(record["best_metric"]) is None:
             continue
-        values = {n: v for n, v in record["params"].items() if v is not None and n in distributions}
+        values = {n: v for n, v in record["params"].items() if n in distributions and _holds(distributions[n], v)}
         study.add_trial(
             optuna.trial.create_trial(
                 params=values,

@@ -42,6 +42,9 @@ class AutoMLConfig(StrictModel):
     range_overrides: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per-parameter narrowed ranges, e.g. {train.lr: {low: 1e-5, high: 1e-4}}."
     )
+    warm_start: bool = Field(
+        True, description="First trials: the spec's own values, then the space file's popular ones, fitted to the ranges."
+    )
     metric: str | None = Field(None, description="Metric to optimise; default the model's first metric.")
     mode: Literal["max", "min"] | None = Field(None, description="Direction of the metric; default the model's own for it.")
     seed: int | None = Field(None, ge=0, description="Sampler seed; default the spec's training seed.")

@@ -61,6 +61,7 @@ class StudyState:
         self.started = time.time()
         self.status = "running"
         self.best: dict[str, Any] | None = None
+        self.gain: dict[str, Any] | None = None  # what the search gained over the spec's own values (automl.gain)
         self.mlflow_run_id: str | None = None
 
     @classmethod
@@ -98,6 +99,7 @@ class StudyState:
             if best is None
             else {"trial_id": best.trial_id, "params": best.params, self.metric: best.best_metric, "epochs": best.epochs},
             "best": self.best,
+            "gain": self.gain,
             "mlflow_run_id": self.mlflow_run_id,
             "records": [asdict(r) for r in self.trials.values()],
         }

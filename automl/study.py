@@ -11,7 +11,8 @@ from rich.console import Console
 
 from automl import algorithms, driver, stopping
 from automl.champion import rescore_champion
-from automl.promotion import evaluate_on_worker, promote, start_promoter
+from automl.gain import study_gain
+from automl.promotion import baselines_on_worker, evaluate_on_worker, promote, start_promoter
 from automl.recorder import StudyRecorder, scheduler_resumable
 from automl.registry import TunableModel, get_model
 from automl.settings import AutoMLConfig, study_config
@@ -70,6 +71,7 @@ def run_study(model: TunableModel, spec: Any, space: SearchSpace, study_dir: Pat
             reduction_factor=config.reduction_factor,
             seed=settings["seed"],
             shape_fields=model.shape_fields,
+            first_points=tuple(space.first_points().values()) if config.warm_start else (),
         ),
     )
     study_dir.mkdir(parents=True, exist_ok=True)
@@ -104,7 +106,7 @@ def resume_study(study_dir: Path, console: Console | None = None) -> StudyResult
     spec = model.load_spec(study_dir / SPEC_FILE, [])
     config = study_config(spec)
     space = study_space(model, spec, config)
-    if space.to_dict() != doc["search_space"]:
+    if not same_space(space.to_dict(), doc["search_space"]):
         raise UserError(f"{study_dir}: the search space file changed since the study started; resume needs the same space")
     state = StudyState.load(study_dir, space)
     tuner = driver.restored_tuner(model, spec, study_dir, state.settings)
@@ -127,6 +129,11 @@ def resume_study(study_dir: Path, console: Console | None = None) -> StudyResult
         console.print(f"[yellow]{config.algorithm}: its scheduler starts its brackets afresh on resume (only ASHA's state is saved)[/]")
     state.write()
     return _fit_and_conclude(tuner, model, spec, state, tracker, tracking)
+
+
+def same_space(now: dict[str, Any], recorded: dict[str, Any]) -> bool:
+    """The same space, over the keys both records have (a study started by an older version lacks some)."""
+    return all(now[key] == recorded[key] for key in now.keys() & recorded.keys())
 
 
 def _fit_and_conclude(
@@ -186,6 +193,7 @@ def _conclude(
                 rescore_champion, model, spec, state.dir, tracker.uri, metric, model.eval_set(spec),
                 lambda champion: evaluate_on_worker(model, champion, state.settings, promoter),
             )
+        state.gain = _gain(model, spec, state, promoter)
     if promoter is not None:
         import ray
 
@@ -216,8 +224,29 @@ def _conclude(
     }
     state.write()
     if tracked:
-        _track_safely(tracker.end_study, "completed", {"trial_id": best.trial_id, **(result.final_metrics or {})})
+        _track_safely(
+            tracker.end_study, "completed", {"trial_id": best.trial_id, **(result.final_metrics or {})}, state.gain
+        )
     return result
+
+
+def _gain(model: TunableModel, spec: Any, state: StudyState, promoter: Any) -> dict[str, Any]:
+    """study.json's `gain`; a baseline that cannot run is left out with its reason, never losing the study."""
+    try:
+        baselines = baselines_on_worker(model, spec, state.settings, promoter)
+        failed = ""
+    except Exception as exc:  # the trials' results stand without the baselines
+        baselines, failed = {}, f"the baselines failed: {str(exc).splitlines()[0][:160]}"
+    warm = state.settings.get("warm_start", True)
+    point = state.space.first_points().get("your spec's values", {}) if warm else {}
+    gain = study_gain(list(state.trials.values()), state.metric, state.mode, state.space.spec_values, point, baselines)
+    if not warm:
+        gain["note"] = "automl.warm_start=false: the spec's values were not queued"
+    elif gain["default"] is None and gain.get("note") == "no trial ran the spec's values" and state.settings["algorithm"] == "grid":
+        gain["note"] += " (they are not a point of the grid)"
+    if failed:
+        gain["baselines_note"] = failed
+    return gain
 
 
 def _track_safely(call: Any, *args: Any, **kwargs: Any) -> Any:

@@ -72,6 +72,7 @@ class SearchSpaceRecord(_Open):
     parameters: dict[str, dict[str, Any]]
     base: dict[str, Any]
     warm_start: dict[str, Any]
+    spec_values: dict[str, Any] = {}  # written since warm starts; older studies lack it
 
 
 class StudyDocument(_Open):

@@ -171,13 +171,16 @@ class StudyTracker:
             self.client.set_tag(run_id, "automl.status", "ABANDONED")
             self.client.set_terminated(run_id, "KILLED")
 
-    def end_study(self, status: str, best: dict[str, Any] | None) -> None:
+    def end_study(self, status: str, best: dict[str, Any] | None, gain: dict[str, Any] | None = None) -> None:
         if self.parent_id is None:
             return
         if best:
             for key, value in best.items():
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     self.client.log_metric(self.parent_id, f"best_{key}", float(value))
+        for key, value in (gain or {}).items():  # the spec's values' figure, the gain over it, the baselines'
+            if isinstance(value, int | float) and not isinstance(value, bool) and key != "budget":
+                self.client.log_metric(self.parent_id, f"gain.{key}", float(value))
             self.client.set_tag(self.parent_id, "automl.best_trial", str(best.get("trial_id", "")))
         self.client.set_tag(self.parent_id, "automl.status", status)
         self.client.set_terminated(self.parent_id, "FINISHED" if status == "completed" else "FAILED")

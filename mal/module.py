@@ -143,24 +143,7 @@ class MALModule(L.LightningModule):
         return prompt_fitted_logits(features, logits, batch, e.prompt_keep_weight)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """Every box gets its box_score; a box with a ground-truth mask also gets its IoU and its detection."""
-        logits = self.predict_logits(batch)
-        scores = batch_scores(logits, batch, self._thresholds)
-        for k, inst in enumerate(paste_masks(logits, batch, self._thresholds)):
-            ann = self._val_anns[inst.ann_id]
-            if ann.get("iscrowd", 0):
-                continue  # a crowd region is not one instance: neither a box to fill nor a mask to match
-            inst = force_prompts(inst, ann)
-            record = {
-                "ann_id": inst.ann_id,
-                "category_id": inst.category_id,
-                "box_area": inst.box_area,
-                **{name: values[k] for name, values in scores.items()},
-            }
-            if ann.get("segmentation"):
-                record["iou"] = region_iou(inst.mask, inst.region, gt_mask(ann, *inst.image_hw))
-                record["det"] = {"image_id": inst.image_id, "category_id": inst.category_id, "segmentation": inst.rle(), "score": inst.score}
-            self._records.append(record)
+        self._records += validation_records(self.predict_logits(batch), batch, self._thresholds, self._val_anns)
 
     def on_validation_epoch_start(self) -> None:
         self._records = []
@@ -179,6 +162,33 @@ class MALModule(L.LightningModule):
                 continue  # an empty size bucket has no mean
             self.log(name, float(value), prog_bar=name == "mIoU", sync_dist=False)
         self._records = []
+
+
+def validation_records(
+    logits: torch.Tensor, batch: dict[str, torch.Tensor], thresholds: dict[str, float], anns: dict[int, dict],
+    force: bool = True,
+) -> list[dict[str, Any]]:
+    """What `compute_metrics` reads of a batch's masks: every box gets its box_score; a box with a ground-truth
+    mask also gets its IoU and its detection. `force` sets a box's labelled prompt pixels as they were given."""
+    records = []
+    scores = batch_scores(logits, batch, thresholds)
+    for k, inst in enumerate(paste_masks(logits, batch, thresholds)):
+        ann = anns[inst.ann_id]
+        if ann.get("iscrowd", 0):
+            continue  # a crowd region is not one instance: neither a box to fill nor a mask to match
+        if force:
+            inst = force_prompts(inst, ann)
+        record = {
+            "ann_id": inst.ann_id,
+            "category_id": inst.category_id,
+            "box_area": inst.box_area,
+            **{name: values[k] for name, values in scores.items()},
+        }
+        if ann.get("segmentation"):
+            record["iou"] = region_iou(inst.mask, inst.region, gt_mask(ann, *inst.image_hw))
+            record["det"] = {"image_id": inst.image_id, "category_id": inst.category_id, "segmentation": inst.rle(), "score": inst.score}
+        records.append(record)
+    return records
 
 
 def compute_metrics(records: list[dict[str, Any]], gt_dataset: dict | None) -> dict[str, float]:

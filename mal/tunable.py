@@ -67,6 +67,7 @@ MODEL = SimpleNamespace(
     fit="mal.runner.train:fit",
     evaluate="mal.runner.evaluate:evaluate",
     export_weights="mal.checkpoint:export_weights",
+    baselines={"box_fill": "mal.runner.evaluate:box_fill"},  # the filled box as the mask: what training must beat
     value_multiples=value_multiples,
     shape_fields=("model.", "dataset."),  # the network and its input size: a checkpoint cannot carry them over
     user_errors=(UserError,),

@@ -18,7 +18,7 @@ from rich.console import Console
 
 from automl.algorithms import ALGORITHMS, FidelityAwareOptunaSearch, StudySettings, build
 from automl.registry import get_model
-from automl.space import load_space_file, resolve_space
+from automl.space import SearchSpace, load_space_file, resolve_space
 from automl.state import TrialRecord, select_best
 from automl.study import run_study
 from mal.coco import load_coco
@@ -96,6 +96,18 @@ def test_asha_study_end_to_end_and_best_reproduces(tiny_data, tmp_path):
     assert doc["status"] == "completed" and doc["settings"]["algorithm"] == "asha"
     # every validation of every trial keeps both scores: the mask one and the box-only one
     assert all({"epoch", "mIoU", "box_score"} <= set(h) for r in doc["records"] for h in r["history"])
+    # the spec's own values ran (warm start), and the study says what it gained over them and over the filled box
+    gain = doc["gain"]
+    spec_values = SearchSpace.from_dict(doc["search_space"]).first_points()["your spec's values"]
+    spec_trial = next(r for r in doc["records"] if r["trial_id"] == gain["default_trial"])
+    assert spec_trial["params"] == pytest.approx(spec_values)
+    assert gain["default"] == pytest.approx(max(h["mIoU"] for h in spec_trial["history"]))
+    assert gain["gain"] == pytest.approx(gain["best"] - gain["default"]) and gain["gain"] >= 0
+    assert 0.3 < gain["box_fill"] < 0.9
+    assert " ".join(done.stdout.split()).endswith(
+        f"{gain['gain']:+.3f} mIoU over your spec's values: {gain['default']:.3f} → {gain['best']:.3f} within "
+        f"{gain['budget']} epochs ({gain['default_trial']}); box_fill {gain['box_fill']:.3f}"
+    )
     rows = list(csv.DictReader((study / "leaderboard.csv").open()))
     assert len(rows) == 4 and {"train.lr", "train.loss_mil_weight", "best_mIoU", "epochs", "seconds"} <= set(rows[0])
     assert len({r["train.lr"] for r in rows}) == 4

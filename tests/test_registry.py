@@ -106,6 +106,14 @@ def test_a_model_that_is_not_mal_runs_a_study_end_to_end(tmp_path):
     final = json.loads((study / "best" / "metrics.json").read_text())
     assert final["distance"] == pytest.approx(float(lowest["best_distance"]), abs=1e-6)
     assert (study / "best" / "model.pth").is_file() and "final evaluation: distance" in done.stdout
+    # the spec's step size ran first (warm start); the gain over it is minimised like the metric, beside the baseline
+    gain = doc["gain"]
+    spec_trial = next(r for r in doc["records"] if r["params"]["step_size"] == pytest.approx(0.1))
+    assert gain["default_trial"] == spec_trial["trial_id"] and gain["budget"] == 3
+    assert gain["default"] == pytest.approx(min(h["distance"] for h in spec_trial["history"]))
+    assert gain["best"] == pytest.approx(float(lowest["best_distance"]), abs=1e-6) and gain["gain"] > 0
+    assert gain["untrained"] == pytest.approx(9.0)
+    assert "distance over your spec's values" in " ".join(done.stdout.split()[-30:])
     champion = MlflowClient(uri).get_model_version_by_alias("toy-regressor", "champion")
     assert champion.tags["distance"] == str(final["distance"]) and "toy-regressor@champion is version 1" in done.stdout
 

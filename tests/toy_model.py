@@ -144,6 +144,11 @@ def evaluate(spec: ToySpec) -> tuple[dict[str, float], Path]:
     return metrics, path
 
 
+def untrained(spec: ToySpec) -> dict[str, float]:
+    """The toy's baseline: its weight as it starts (zero), never moved."""
+    return {"distance": spec.target**2}
+
+
 TOY = SimpleNamespace(
     name="toy",
     registered_name="toy-regressor",
@@ -167,6 +172,7 @@ TOY = SimpleNamespace(
     fit="toy_model:fit",
     evaluate="toy_model:evaluate",
     export_weights="toy_model:export_weights",
+    baselines={"untrained": "toy_model:untrained"},
     user_errors=(ToyError,),
     fatal_errors=(FloatingPointError,),
 )

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from automl.registry import TunableModel
-from automl.space.sampling import SearchSpace, clamp, domain
+from automl.space.sampling import SearchSpace, clamp, domain, nearest
 from automl.space.schema import (
     ParamSpec,
     SearchSpaceFile,
@@ -78,7 +78,8 @@ def resolve_space(
     for p in params.values():
         _check_in_spec(model, p, params, spec, where)
     ordered = _dependency_order(params, where)
-    return SearchSpace(space_file.model, ordered, base, _warm_start(ordered, space_file, base))
+    spec_values = {p.name: value_at(spec, p.name) for p in ordered if p.derive is None}
+    return SearchSpace(space_file.model, ordered, base, _warm_start(ordered, space_file, base), spec_values)
 
 
 def _select(
@@ -322,7 +323,8 @@ def _dependency_order(params: dict[str, ParamSpec], where: str) -> tuple[ParamSp
 
 
 def _warm_start(params: tuple[ParamSpec, ...], sf: SearchSpaceFile, base: dict[str, Any]) -> dict[str, Any]:
-    """Popular values (else defaults) that fit the resolved space; parameters whose parents are unknown are skipped."""
+    """Popular values (else defaults) moved onto the resolved ranges; parameters whose parents are unknown are
+    skipped."""
     known = {k: v for k, v in base.items() if k not in {p.name for p in params}}
     warm: dict[str, Any] = {}
     for p in params:
@@ -334,8 +336,8 @@ def _warm_start(params: tuple[ParamSpec, ...], sf: SearchSpaceFile, base: dict[s
             known[p.name] = base.get(p.name)
         elif p.derive is not None:
             warm[p.name] = known[p.name] = p.derived_value(known[p.derivation[0]])
-        elif value is not None and contains(allowed, value):
-            warm[p.name] = known[p.name] = value
+        elif value is not None and (fitted := nearest(allowed, value)) is not None:
+            warm[p.name] = known[p.name] = fitted
     return warm
 
 

@@ -5,14 +5,14 @@ derived parameters computed from their source's value in the same trial."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import optuna
 
-from automl.space.schema import ParamSpec, on_grid, param_line, same_value
+from automl.space.schema import ParamSpec, contains, on_grid, param_line, same_value
 from plumbing.errors import UserError
 
 MAX_GRID_VALUES = 64  # per parameter: a grid beyond this is a typo or a missing step, not a plan
@@ -25,7 +25,8 @@ class SearchSpace:
     model: str
     params: tuple[ParamSpec, ...]
     base: dict[str, Any]
-    warm_start: dict[str, Any]
+    warm_start: dict[str, Any]  # the space file's popular values (else defaults), fitted to the ranges
+    spec_values: dict[str, Any] = field(default_factory=dict)  # the spec's own value of every sampled parameter
 
     @property
     def names(self) -> list[str]:
@@ -69,6 +70,40 @@ class SearchSpace:
             rows = expanded
         return rows
 
+    def fitted(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """`values` moved into the space as a trial would hold them: each onto the nearest value its range (and
+        the constraints its parents' values leave) allows, inactive ones out, derived ones computed. A parameter
+        with no usable value is left out, with those that read it: a searcher draws them."""
+        known, chosen, unknown = dict(self.base), {}, set()
+        for p in self.params:
+            if unknown.intersection(p.targets):
+                unknown.add(p.name)
+                continue
+            allowed = domain(p, known)
+            if allowed is None:
+                continue
+            if p.derive is not None:
+                value = p.derived_value(known[p.derivation[0]])
+            else:
+                value = nearest(allowed, values[p.name]) if p.name in values else None
+            if value is None:
+                unknown.add(p.name)
+            else:
+                chosen[p.name] = known[p.name] = value
+        return chosen
+
+    def first_points(self) -> dict[str, dict[str, Any]]:
+        """What a warm-started study tries first, in order: the spec's own values, then the popular ones, each
+        fitted to the study's ranges; the popular point is left out when it is the spec's."""
+        points = {"your spec's values": self.fitted(self.spec_values), "popular values": self.fitted(self.warm_start)}
+        if points["popular values"] == points["your spec's values"]:
+            del points["popular values"]
+        return {label: point for label, point in points.items() if point}
+
+    def complete(self, point: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        """A whole trial: `point`'s values where it has ones the space allows, random draws for the rest."""
+        return self._walk(lambda d: point[d.name] if d.name in point and contains(d, point[d.name]) else _draw(d, rng))
+
     def describe(self) -> list[str]:
         """One human line per parameter, for the study log."""
         return [param_line(p) for p in self.params]
@@ -79,13 +114,17 @@ class SearchSpace:
             p.name: p.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"name"})
             for p in self.params
         }
-        return {"model": self.model, "parameters": params, "base": self.base, "warm_start": self.warm_start}
+        return {
+            "model": self.model, "parameters": params, "base": self.base, "warm_start": self.warm_start,
+            "spec_values": self.spec_values,
+        }
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> SearchSpace:
         """The space `to_dict` recorded (study.json keeps one)."""
         params = tuple(ParamSpec.model_validate({"name": n, **body}) for n, body in record["parameters"].items())
-        return cls(record["model"], params, dict(record["base"]), dict(record["warm_start"]))
+        spec_values = dict(record.get("spec_values", {}))  # absent from studies started before warm starts
+        return cls(record["model"], params, dict(record["base"]), dict(record["warm_start"]), spec_values)
 
     def _walk(self, pick: Callable[[ParamSpec], Any]) -> dict[str, Any]:
         """Visit parameters in dependency order so conditions and constraints see their targets' values."""
@@ -103,6 +142,19 @@ def domain(p: ParamSpec, values: dict[str, Any]) -> ParamSpec | None:
     if p.condition is not None and not any(same_value(values[p.condition.param], v) for v in p.condition.values):
         return None
     return clamp(p, values)
+
+
+def nearest(p: ParamSpec, value: Any) -> Any:
+    """The value of p's range (its grid, whole numbers for an int) nearest to `value`; None for a choice p does
+    not offer or a value that is no number."""
+    if p.type in ("categorical", "bool"):
+        return next((option for option in p.options if same_value(value, option)), None)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    x = min(max(float(value), p.low), p.high)
+    if p.step is not None or p.type == "int" and not p.log:
+        return _grid_point(p, min(max(round((x - p.low) / (p.step or 1)), 0), _grid_size(p) - 1))
+    return int(round(x)) if p.type == "int" else x
 
 
 def clamp(p: ParamSpec, values: dict[str, Any]) -> ParamSpec:

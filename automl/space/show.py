@@ -22,11 +22,13 @@ def file_lines(sf: SearchSpaceFile) -> list[str]:
     return lines
 
 
-def space_lines(space: SearchSpace, sf: SearchSpaceFile) -> list[str]:
+def space_lines(space: SearchSpace, sf: SearchSpaceFile, warm_start: bool = True) -> list[str]:
     """The resolved space of one study: what is searched, over which ranges, under which conditions."""
     lines = [f"model: {space.model}", f"searched ({len(space.params)}):", *(f"  {line}" for line in space.describe())]
-    if space.warm_start:
-        lines.append("first trial (popular values): " + ", ".join(f"{k}={v!r}" for k, v in space.warm_start.items()))
+    first = space.first_points() if warm_start else {}
+    if first:
+        lines.append("first trials (automl.warm_start), before anything is drawn:")
+        lines += [f"  {label}: {', '.join(f'{k}={v!r}' for k, v in point.items())}" for label, point in first.items()]
     if sf.notes:
         lines += [f"left out of the file ({len(sf.notes)}):", *(f"  {note}" for note in sf.notes)]
     return lines

@@ -14,8 +14,9 @@ import torch
 from mal import checkpoint as ckpt
 from mal.coco import CocoSet
 from mal.errors import UserError
-from mal.module import MALModule, compute_metrics
+from mal.module import MALModule, compute_metrics, validation_records
 from mal.objective import has_masks
+from mal.predict import thresholds_by_bucket
 from mal.runner.devices import autocast, device, to_device
 from mal.runner.loaders import loader, validation_set
 from mal.spec import ExperimentSpec
@@ -85,3 +86,19 @@ def evaluate(spec: ExperimentSpec) -> tuple[dict[str, float], str | Path]:
     if not has_masks(val_coco):
         clean["note"] = f"{spec.dataset.val_ann_path} has no ground-truth masks: mIoU and mask AP are null, box_score scores the boxes"
     return clean, write_json(clean, metrics_location(spec))
+
+
+FILLED_BOX_LOGIT = 20.0  # sigmoid(±20) is 1 or 0 to float precision: the box, binarised at any threshold
+
+
+def box_fill(spec: ExperimentSpec) -> dict[str, float]:
+    """The metrics of the filled box taken as the mask, on dataset.val_*: through the validation's own crops,
+    paste-back and scores, so that it is the floor a trained model's figures are read against."""
+    val_coco, val_set = validation_set(spec)
+    anns = {a["id"]: a for a in val_coco.anns}
+    thresholds = thresholds_by_bucket(spec.train.mask_thres)
+    records = []
+    for batch in loader(val_set, spec.evaluate.batch_size, spec.dataset.num_workers_per_gpu):
+        logits = (batch["boxmask"].float() * 2 - 1) * FILLED_BOX_LOGIT
+        records += validation_records(logits, batch, thresholds, anns, force=False)
+    return _finite(compute_metrics(records, val_coco.raw))

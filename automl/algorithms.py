@@ -31,6 +31,7 @@ from automl.space import SearchSpace
 from plumbing.errors import UserError
 
 BUDGET_ATTR = "epoch"  # the fidelity: every report carries the epochs trained so far
+LEARNING = ("asha", "bayesian", "bohb")  # the algorithms whose searcher (TPE) learns from finished trials
 
 
 @dataclass
@@ -44,6 +45,7 @@ class StudySettings:
     seed: int
     shape_fields: tuple[str, ...] = ()  # the model's: prefixes of parameters PBT must leave alone
     first_points: tuple[dict[str, Any], ...] = ()  # tried before anything is drawn (warm start); may be partial
+    prior_trials: tuple[Any, ...] = ()  # automl.prior_study.PriorTrial: an earlier study's, told to TPE first
 
 
 class FidelityAwareOptunaSearch(OptunaSearch):
@@ -78,6 +80,21 @@ class FidelityAwareOptunaSearch(OptunaSearch):
         else:
             self._ot_study.tell(trial, value)
         self._completed_trials.add(trial_id)
+
+    def add_prior(self, trials: tuple[Any, ...], distributions: dict[str, Any]) -> None:
+        """An earlier study's trials, as finished Optuna trials (pruned when they never reached the full budget)."""
+        for t in trials:
+            params = {name: value for name, value in t.params.items() if name in distributions}
+            self._ot_study.add_trial(
+                optuna.trial.create_trial(
+                    params=params,
+                    distributions={name: distributions[name] for name in params},
+                    value=t.value,
+                    intermediate_values=t.intermediate,
+                    state=TrialState.COMPLETE if t.value is not None else TrialState.PRUNED,
+                    user_attrs={"prior_trial": t.trial_id},
+                )
+            )
 
     # HyperBandForBOHB pauses and resumes trials; the Optuna trial simply stays open meanwhile.
     def on_pause(self, trial_id: str) -> None:
@@ -126,10 +143,12 @@ class SpaceSampler(Searcher):
 
 def _tpe(space: SearchSpace, s: StudySettings) -> FidelityAwareOptunaSearch:
     sampler = optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=min(10, max(2, s.max_trials // 3)))
-    return FidelityAwareOptunaSearch(
+    search = FidelityAwareOptunaSearch(
         space=space.suggest, metric=s.metric, mode=s.mode, sampler=sampler, max_budget=s.max_epochs,
         points_to_evaluate=[dict(point) for point in s.first_points] or None,  # enqueued: Optuna draws what they lack
     )
+    search.add_prior(s.prior_trials, space.to_optuna())
+    return search
 
 
 def _tune_domain(p: Any) -> Any:

@@ -45,6 +45,9 @@ class AutoMLConfig(StrictModel):
     warm_start: bool = Field(
         True, description="First trials: the spec's own values, then the space file's popular ones, fitted to the ranges."
     )
+    warm_start_from: str | None = Field(
+        None, description="An earlier study's folder: its trials are told to this study's searcher, its best runs first."
+    )
     metric: str | None = Field(None, description="Metric to optimise; default the model's first metric.")
     mode: Literal["max", "min"] | None = Field(None, description="Direction of the metric; default the model's own for it.")
     seed: int | None = Field(None, ge=0, description="Sampler seed; default the spec's training seed.")

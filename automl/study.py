@@ -58,6 +58,10 @@ def run_study(model: TunableModel, spec: Any, space: SearchSpace, study_dir: Pat
     connect_ray()
     check_shared_storage(study_dir, tracking_uri(config.tracking_uri), console=console)  # before anything is written
     settings = driver.study_settings(model, spec, config)
+    prior = _prior_study(model, config, settings, space)
+    first = list(space.first_points().values()) if config.warm_start else []
+    if prior is not None and prior.best is not None and (best := space.fitted(prior.best.params)) not in first:
+        first.insert(min(1, len(first)), best)  # after the spec's values, whose gain the study reports
     # the algorithms refuse what they cannot run (a grid larger than max_trials) before the study folder exists
     searcher, scheduler = algorithms.build(
         config.algorithm,
@@ -71,7 +75,8 @@ def run_study(model: TunableModel, spec: Any, space: SearchSpace, study_dir: Pat
             reduction_factor=config.reduction_factor,
             seed=settings["seed"],
             shape_fields=model.shape_fields,
-            first_points=tuple(space.first_points().values()) if config.warm_start else (),
+            first_points=tuple(first),
+            prior_trials=tuple(prior.trials) if prior is not None and config.algorithm in algorithms.LEARNING else (),
         ),
     )
     study_dir.mkdir(parents=True, exist_ok=True)
@@ -85,6 +90,11 @@ def run_study(model: TunableModel, spec: Any, space: SearchSpace, study_dir: Pat
         f"[bold]study[/] {model.name} · {config.algorithm} · {config.max_trials} trials × ≤{settings['max_epochs']} epochs · "
         f"{settings['max_concurrent']} at once · searching {', '.join(space.names)}"
     )
+    if prior is not None:
+        learns = config.algorithm in algorithms.LEARNING
+        console.print(prior.summary() if learns else
+                      f"warm start from {prior.folder}: {config.algorithm} learns nothing from earlier trials; "
+                      + (f"its best, {prior.best.trial_id}, runs first" if prior.best else "none of them reached the budget"))
     recorder = _recorder(model, spec, config, state, console, tracking, scheduler)
     tuner = driver.new_tuner(
         model, spec, study_dir, settings, searcher, scheduler, algorithms.param_space(config.algorithm, space),
@@ -129,6 +139,19 @@ def resume_study(study_dir: Path, console: Console | None = None) -> StudyResult
         console.print(f"[yellow]{config.algorithm}: its scheduler starts its brackets afresh on resume (only ASHA's state is saved)[/]")
     state.write()
     return _fit_and_conclude(tuner, model, spec, state, tracker, tracking)
+
+
+def _prior_study(model: TunableModel, config: AutoMLConfig, settings: dict[str, Any], space: SearchSpace) -> Any:
+    """automl.warm_start_from's study, read and checked before anything is written; recorded in the settings."""
+    if not config.warm_start_from:
+        return None
+    from automl.prior_study import read_prior_study
+
+    prior = read_prior_study(
+        Path(config.warm_start_from), model.name, settings["metric"], settings["mode"], space, settings["max_epochs"]
+    )
+    settings["warm_start_from"] = prior.record()
+    return prior
 
 
 def same_space(now: dict[str, Any], recorded: dict[str, Any]) -> bool:

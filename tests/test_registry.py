@@ -120,9 +120,15 @@ def test_a_model_that_is_not_mal_runs_a_study_end_to_end(tmp_path):
     # A study on another target (the toy's validation set): the champion is evaluated there again, on a worker,
     # with its own spec and registered weights, and the new best is judged against that score.
     elsewhere = tmp_path / "elsewhere.yaml"
-    elsewhere.write_text(f"out: {tmp_path / 'study2'}\ntarget: 2.0\nautoml:\n  algorithm: random\n  max_trials: 1\n  max_epochs: 1\n")
+    elsewhere.write_text(f"out: {tmp_path / 'study2'}\ntarget: 2.0\nautoml:\n  algorithm: random\n  max_trials: 2\n  max_epochs: 1\n"
+                         f"  warm_start_from: {study}\n")
     again = run_cli("automl", "run", *TOY, "-e", str(elsewhere), "--tracking-uri", uri, env=ON_PATH, cwd=tmp_path)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    # the first study's best values run right after the spec's own (random search learns nothing more from them)
+    assert f"random learns nothing from earlier trials; its best, {lowest['trial_id']}, runs first" in " ".join(again.stdout.split())
+    second = json.loads((tmp_path / "study2" / "study.json").read_text())
+    assert second["settings"]["warm_start_from"]["told"] == [r["trial_id"] for r in doc["records"]]
+    assert sorted(r["params"]["step_size"] for r in second["records"]) == pytest.approx(sorted([0.1, float(lowest["step_size"])]))
     import torch
 
     weight = float(torch.load(study / "best" / "model.pth", weights_only=True)["w"])

@@ -139,3 +139,72 @@ def test_a_study_recorded_before_warm_starts_still_reads_and_resumes(tmp_path):
     assert same_space(space.to_dict(), old)
     changed = {**old, "base": {"train.lr": 1.0}}
     assert not same_space(space.to_dict(), changed)
+
+
+# ------------------------------------------------------------------------------- automl.warm_start_from
+
+PRIOR_SETTINGS = {"model": "mal", "algorithm": "asha", "metric": "mIoU", "mode": "max", "max_trials": 4, "max_epochs": 4,
+                  "grace_period": 1, "reduction_factor": 2, "max_concurrent": 1, "cpus_per_trial": 1.0,
+                  "gpus_per_trial": 0.0, "workers_per_trial": 1, "seed": 0, "max_failures": 1}
+
+
+def _prior_folder(tmp_path: Path, space: SearchSpace, **settings) -> Path:
+    from automl.state import StudyState, TrialRecord
+
+    folder = tmp_path / "before"
+    state = StudyState(folder, {**PRIOR_SETTINGS, **settings}, space)
+    curves = {"full": (2e-5, [0.60, 0.64, 0.66, 0.70]), "rung": (5e-5, [0.65]), "best": (4e-5, [0.62, 0.70, 0.71, 0.72]),
+              "outside": (9e-4, [0.50, 0.51, 0.52, 0.53])}
+    for trial_id, (lr, values) in curves.items():
+        history = [{"epoch": e, "mIoU": v} for e, v in enumerate(values, start=1)]
+        status = "STOPPED" if len(values) < 4 else "COMPLETED"
+        state.trials[trial_id] = TrialRecord(trial_id, {"train.lr": lr}, status, max(values), len(values), history)
+    state.trials["broken"] = TrialRecord("broken", {"train.lr": 3e-5}, "FAILED", error="diverged")
+    folder.mkdir(parents=True)
+    state.write()
+    return folder
+
+
+def test_an_earlier_studys_trials_are_told_to_tpe_at_the_new_budget(tmp_path):
+    from automl.prior_study import read_prior_study
+
+    lr = {"train.lr": {"type": "float", "low": 1e-6, "high": 1e-3, "log": True}}
+    before = _prior_folder(tmp_path, _resolve(tmp_path, lr))
+    space = _resolve(tmp_path, lr, ranges={"train.lr": {"low": 1e-5, "high": 1e-4}})  # narrower now
+    prior = read_prior_study(before, "mal", "mIoU", "max", space, max_epochs=2)  # a shorter budget than before
+    told = {t.trial_id: t for t in prior.trials}
+    assert set(told) == {"full", "rung", "best"} and prior.skipped == {"outside": "outside the ranges", "broken": "failed"}
+    assert told["full"].value == 0.64 and told["full"].intermediate == {1: 0.60, 2: 0.64}  # judged within 2 epochs
+    assert told["rung"].value is None  # stopped below the new budget: pruned, never a finished result
+    assert prior.best.trial_id == "best" and prior.best.value == 0.70
+    assert prior.summary() == (f"warm start from {before}: 3 of 5 trials told to the searcher (2 at the full budget, 1 as "
+                               "pruned); 1 outside the ranges; 1 failed; its best, best (0.7), runs first")
+
+    searcher, _ = build("asha", space, _settings(prior_trials=tuple(prior.trials), first_points=(prior.best.params,)))
+    told = {t.user_attrs["prior_trial"]: t for t in searcher._ot_study.trials if "prior_trial" in t.user_attrs}
+    assert {k: t.state.name for k, t in told.items()} == {"full": "COMPLETE", "rung": "PRUNED", "best": "COMPLETE"}
+    assert told["best"].value == 0.70 and told["rung"].intermediate_values == {1: 0.65}
+    assert searcher.suggest("t0") == {"train.lr": 4e-5}  # the earlier best runs again first
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"metric": "box_score"}, "was judged by box_score (max), this study by mIoU (max)"),
+        ({"model": "toy"}, "is a study of model 'toy', this one tunes 'mal'"),
+    ],
+)
+def test_a_study_that_cannot_be_compared_is_refused_in_one_line(tmp_path, change, message):
+    from automl.prior_study import read_prior_study
+    from plumbing.errors import UserError
+
+    lr = {"train.lr": {"type": "float", "low": 1e-6, "high": 1e-3, "log": True}}
+    space = _resolve(tmp_path, lr)
+    before = _prior_folder(tmp_path, space, **change)
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        read_prior_study(before, "mal", "mIoU", "max", space, 4)
+    other = _resolve(tmp_path, {**lr, "train.wd": {"type": "float", "low": 0.0, "high": 0.1}})
+    with pytest.raises(UserError, match="search the same parameters"):
+        read_prior_study(_prior_folder(tmp_path / "x", space), "mal", "mIoU", "max", other, 4)
+    with pytest.raises(UserError, match="holds no study"):
+        read_prior_study(tmp_path / "nowhere", "mal", "mIoU", "max", space, 4)

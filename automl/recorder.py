@@ -12,6 +12,7 @@ from typing import Any
 from ray.tune import Callback
 from rich.console import Console
 
+from automl.live_status import LiveStatus, clock
 from automl.registry import TunableModel
 from automl.state import FINAL, StudyState, TrialRecord
 from automl.tracking import BackgroundTracker
@@ -40,13 +41,21 @@ class StudyRecorder(Callback):
         self.tracking = tracking
         self.log_checkpoints = log_checkpoints
         self.scheduler = scheduler
+        self.status = LiveStatus(console, state, self.max_trials)
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its run config into the experiment state; a console and a thread do not pickle
-        return {k: v for k, v in self.__dict__.items() if k not in ("console", "tracking")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("console", "tracking", "status")}
 
     def __setstate__(self, data: dict[str, Any]) -> None:
         self.__dict__.update(data, console=Console(), tracking=None)
+        self.status = LiveStatus(self.console, self.state, self.max_trials)
+
+    def setup(self, **info: Any) -> None:
+        self.status.start()
+
+    def on_experiment_end(self, trials, **info):
+        self.status.stop()
 
     def get_state(self) -> dict | None:
         if not scheduler_resumable(self.scheduler):
@@ -133,7 +142,7 @@ class StudyRecorder(Callback):
         )
         self.console.print(
             f"[bold]{done}/{self.max_trials} done[/] · {running} running · {pending} pending · {best_text} · "
-            f"{_clock(elapsed)} elapsed" + (f" · ETA {_clock(eta)}" if eta is not None and pending + running else "")
+            f"{clock(elapsed)} elapsed" + (f" · ETA {clock(eta)}" if eta is not None and pending + running else "")
             + f"   [dim]({last_text})[/]"
         )
 
@@ -157,8 +166,3 @@ def _error_summary(trial) -> str:
 
 def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"

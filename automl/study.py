@@ -100,7 +100,7 @@ def run_study(model: TunableModel, spec: Any, space: SearchSpace, study_dir: Pat
         model, spec, study_dir, settings, searcher, scheduler, algorithms.param_space(config.algorithm, space),
         [recorder, *stopping.tune_callbacks()],
     )
-    return _fit_and_conclude(tuner, model, spec, state, tracker, tracking)
+    return _fit_and_conclude(tuner, model, spec, state, tracker, tracking, recorder)
 
 
 def resume_study(study_dir: Path, console: Console | None = None) -> StudyResult:
@@ -134,11 +134,12 @@ def resume_study(study_dir: Path, console: Console | None = None) -> StudyResult
     done = sum(r.status in FINAL for r in state.trials.values())
     console.print(f"[bold]resuming[/] {study_dir}: {done} trials finished, {len(state.trials) - done} to continue")
     scheduler = driver.tuner_scheduler(tuner)
-    driver.set_callbacks(tuner, [_recorder(model, spec, config, state, console, tracking, scheduler), *stopping.tune_callbacks()])
+    recorder = _recorder(model, spec, config, state, console, tracking, scheduler)
+    driver.set_callbacks(tuner, [recorder, *stopping.tune_callbacks()])
     if not scheduler_resumable(scheduler) and config.algorithm not in ("bayesian", "random", "grid"):
         console.print(f"[yellow]{config.algorithm}: its scheduler starts its brackets afresh on resume (only ASHA's state is saved)[/]")
     state.write()
-    return _fit_and_conclude(tuner, model, spec, state, tracker, tracking)
+    return _fit_and_conclude(tuner, model, spec, state, tracker, tracking, recorder)
 
 
 def _prior_study(model: TunableModel, config: AutoMLConfig, settings: dict[str, Any], space: SearchSpace) -> Any:
@@ -160,13 +161,17 @@ def same_space(now: dict[str, Any], recorded: dict[str, Any]) -> bool:
 
 
 def _fit_and_conclude(
-    tuner: Any, model: TunableModel, spec: Any, state: StudyState, tracker: StudyTracker, tracking: BackgroundTracker
+    tuner: Any, model: TunableModel, spec: Any, state: StudyState, tracker: StudyTracker, tracking: BackgroundTracker,
+    recorder: StudyRecorder,
 ) -> StudyResult:
     """The trials, then the best one promoted; a stop signal on the way ends the study as `interrupted`."""
     try:
         promoter = start_promoter(model, state.settings)
         with signals.deferred():  # a signal stops Tune gracefully (stopping.StopTune), then comes back here
-            tuner.fit()
+            try:
+                tuner.fit()
+            finally:
+                recorder.status.stop()  # whatever ended the trials, the terminal gets its cursor back
         if signals.requested():
             raise signals.Interrupted(signals.requested())
         return _conclude(model, spec, state, tracker, tracking, promoter)

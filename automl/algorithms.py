@@ -195,6 +195,13 @@ def build(algorithm: str, space: SearchSpace, s: StudySettings) -> tuple[Searche
         # BOHB = a TPE-style density model proposing configs + HyperBand brackets judging them
         scheduler = HyperBandForBOHB(max_t=s.max_epochs, reduction_factor=s.reduction_factor, **common)
         return _tpe(space, s), scheduler
+    if algorithm == "dehb":
+        from automl.dehb import DEHBScheduler, DEHBSearcher
+
+        dehb = DEHBSearcher(
+            space, s.metric, s.mode, s.seed, s.grace_period, s.max_epochs, s.reduction_factor, first=s.first_points
+        )
+        return dehb, DEHBScheduler(dehb)
     if algorithm == "random":
         return SpaceSampler(space, s.metric, s.mode, s.seed, first=s.first_points), FIFOScheduler()
     if algorithm == "grid":

@@ -68,7 +68,7 @@ def gain_line(gain: Mapping[str, Any] | None) -> str:
     moved = " (moved into the study's ranges)" if gain.get("narrowed") else ""
     return (
         f"{gain['gain']:+.3f} {metric} over your spec's values{moved}: {gain['default']:.3f} → {gain['best']:.3f} "
-        f"within {gain['budget']} epochs ({gain['default_trial']}){beside}"
+        f"within {gain['budget']} epoch{'s' if gain['budget'] != 1 else ''} ({gain['default_trial']}){beside}"
     )
 
 

@@ -19,7 +19,7 @@ from plumbing.errors import UserError
 from plumbing.fields import StrictModel
 from plumbing.wording import describe, suggest_field
 
-ALGORITHMS = ("asha", "bayesian", "hyperband", "bohb", "random", "grid", "pbt")
+ALGORITHMS = ("asha", "bayesian", "hyperband", "bohb", "dehb", "random", "grid", "pbt")
 SECTION = "automl"  # the section of every tunable model's spec that holds these settings
 
 

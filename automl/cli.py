@@ -181,6 +181,13 @@ def status(study_dir: Path = typer.Argument(..., help="The study's results_dir."
     best = doc.get("best") or doc.get("best_so_far")
     if best:
         console.print(f"best: {best['trial_id']}  {json.dumps(best.get('params'))}")
+    if isinstance(doc.get("gain"), dict):  # written when the study completed
+        from automl.gain import gain_line
+
+        try:
+            console.print(gain_line(doc["gain"]))
+        except (KeyError, TypeError, ValueError):  # a hand-edited record: the leaderboard above still stands
+            console.print("gain over your spec's values: unreadable in study.json")
 
 
 def _as_number(text: str | None, mode: str) -> float:

@@ -58,7 +58,7 @@ class _Status:
     def __rich__(self) -> Text:
         try:
             self.last = Text("\n".join(status_lines(self.state, self.max_trials, time.time())), style="cyan")
-        except RuntimeError:  # a record changed while it was read: show the previous block this time
+        except Exception:  # a record changed while it was read: show the previous block; a display never stops a study
             pass
         return self.last
 

@@ -80,3 +80,34 @@ def test_the_filled_box_through_the_validation_path_is_the_box_fill_floor(demo_d
     assert metrics["mIoU"] == pytest.approx(floor, abs=0.002)  # only the crop's resampling of the box edge differs
     assert metrics["box_projection"] == pytest.approx(1.0) and 0 < metrics["box_score"] < 1
     assert metrics["num_boxes"] == 76
+
+
+def test_status_shows_a_completed_studys_gain_and_survives_an_edited_one(tmp_path, monkeypatch, capsys):
+    import json
+    import sys
+
+    from automl.cli import main
+    from automl.space import SearchSpace
+    from automl.state import StudyState
+
+    settings = {"model": "mal", "algorithm": "asha", "metric": "mIoU", "mode": "max", "max_trials": 1, "max_epochs": 2,
+                "grace_period": 1, "reduction_factor": 2, "max_concurrent": 1, "cpus_per_trial": 1.0,
+                "gpus_per_trial": 0.0, "workers_per_trial": 1, "seed": 0, "max_failures": 1}
+    state = StudyState(tmp_path, settings, SearchSpace("mal", (), {}, {}))
+    state.trials["spec"] = _trial("spec", 2e-5, [0.6, 0.7])
+    state.gain = study_gain(list(state.trials.values()), "mIoU", "max", {}, SPEC_POINT, {"box_fill": {"mIoU": 0.58}})
+    state.status = "completed"
+    state.write()
+
+    def status() -> str:
+        monkeypatch.setattr(sys, "argv", ["automl", "status", str(tmp_path)])
+        with pytest.raises(SystemExit) as exited:
+            main()
+        assert exited.value.code in (0, None)
+        return " ".join(capsys.readouterr().out.split())
+
+    assert "+0.000 mIoU over your spec's values: 0.700 → 0.700 within 2 epochs (spec); box_fill 0.580" in status()
+    doc = json.loads((tmp_path / "study.json").read_text())
+    doc["gain"]["default"] = "high"
+    (tmp_path / "study.json").write_text(json.dumps(doc))
+    assert "gain over your spec's values: unreadable in study.json" in status()

@@ -104,7 +104,7 @@ class DEHBSearcher(Searcher):
         sizes: dict[int, int] = {}
         for index in range(len(self.fidelities)):
             for fidelity, n in zip(*bracket_plan(self.fidelities, eta, index), strict=True):
-                sizes[fidelity] = max(n, sizes.get(fidelity, 0))
+                sizes[fidelity] = max(n, sizes.get(fidelity, 0), PARENTS + 1)  # DE needs distinct parents
         dims = len(self.params)
         self.populations = {f: _Population(self.rng.random((n, dims)), np.full(n, np.inf)) for f, n in sizes.items()}
         lowest = self.populations[self.fidelities[0]]

@@ -155,9 +155,13 @@ def _prior_study(model: TunableModel, config: AutoMLConfig, settings: dict[str, 
     return prior
 
 
+SPACE_IDENTITY = ("model", "parameters", "base")  # what resume needs unchanged; the first points were queued already
+
+
 def same_space(now: dict[str, Any], recorded: dict[str, Any]) -> bool:
-    """The same space, over the keys both records have (a study started by an older version lacks some)."""
-    return all(now[key] == recorded[key] for key in now.keys() & recorded.keys())
+    """The same searched space: parameters, ranges and the spec values they read (not the warm-start points,
+    which a study started by an older version recorded otherwise, or not at all)."""
+    return all(now.get(key) == recorded.get(key) for key in SPACE_IDENTITY)
 
 
 def _fit_and_conclude(

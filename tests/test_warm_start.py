@@ -135,6 +135,7 @@ def test_a_study_recorded_before_warm_starts_still_reads_and_resumes(tmp_path):
     space = _resolve(tmp_path, {"train.loss_mil_weight": {"type": "float", "low": 0.5, "high": 8.0}})
     old = space.to_dict()
     del old["spec_values"]
+    old["warm_start"] = {"train.loss_mil_weight": 9.0}  # an older version kept an out-of-range popular value as is
     assert SearchSpace.from_dict(old).spec_values == {}
     assert same_space(space.to_dict(), old)
     changed = {**old, "base": {"train.lr": 1.0}}

@@ -45,7 +45,7 @@ def _train_once(model, spec, console, reason: str) -> None:
 def run(
     model_name: str = ModelOption,
     spec_path: Path = SpecOption,
-    algorithm: str = typer.Option(None, "--algorithm", "-a", help="asha | bayesian | hyperband | bohb | random | grid | pbt"),
+    algorithm: str = typer.Option(None, "--algorithm", "-a", help="asha | bayesian | hyperband | bohb | dehb | random | grid | pbt"),
     tracking_uri: str = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: automl.tracking_uri, $MLFLOW_TRACKING_URI, sqlite:///mlflow.db)."),
     overrides: list[str] = Overrides,
 ) -> None:

@@ -178,10 +178,10 @@ class StudyTracker:
             for key, value in best.items():
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     self.client.log_metric(self.parent_id, f"best_{key}", float(value))
+            self.client.set_tag(self.parent_id, "automl.best_trial", str(best.get("trial_id", "")))
         for key, value in (gain or {}).items():  # the spec's values' figure, the gain over it, the baselines'
             if isinstance(value, int | float) and not isinstance(value, bool) and key != "budget":
                 self.client.log_metric(self.parent_id, f"gain.{key}", float(value))
-            self.client.set_tag(self.parent_id, "automl.best_trial", str(best.get("trial_id", "")))
         self.client.set_tag(self.parent_id, "automl.status", status)
         self.client.set_terminated(self.parent_id, "FINISHED" if status == "completed" else "FAILED")
 

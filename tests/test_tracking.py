@@ -94,6 +94,12 @@ def test_study_is_tracked_with_nested_runs_and_a_champion(mlflow_server, tracked
         assert child.data.tags["automl.status"] == row["status"] and child.info.status == "FINISHED"
         assert [a.path for a in client.list_artifacts(child.info.run_id, "checkpoint")] == ["checkpoint/mal_model_best.pth"]
     assert parent.data.params["automl.algorithm"] == "asha" and "search_space_sha256" in parent.data.params
+    doc = json.loads((study / "study.json").read_text())
+    assert parent.data.tags["automl.best_trial"] == doc["best"]["trial_id"]
+    gain = {key: value for key, value in doc["gain"].items() if isinstance(value, float)}
+    assert gain and {f"gain.{key}": value for key, value in gain.items()} == {
+        key: pytest.approx(value) for key, value in parent.data.metrics.items() if key.startswith("gain.")
+    }
 
     champion = client.get_model_version_by_alias("mal", "champion")
     assert champion.run_id == parent.info.run_id

@@ -9,6 +9,7 @@ from typing import Any
 
 from automl.space.schema import same_value
 from automl.state import TrialRecord
+from plumbing.numbers import finite_number as _number
 
 __all__ = ["gain_line", "spec_trial", "study_gain"]
 
@@ -84,12 +85,6 @@ def _failure(trial: TrialRecord) -> str:
     if trial.status == "FAILED":
         return f"failed: {trial.error.splitlines()[0][:160] if trial.error else 'no reason recorded'}"
     return "reported no value"
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -5,7 +5,6 @@ pruned, never as a finished result."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from automl.space import SearchSpace
 from automl.space.schema import contains
 from automl.state import read_study
 from plumbing.errors import UserError
+from plumbing.numbers import finite_number
 
 __all__ = ["PriorStudy", "PriorTrial", "read_prior_study"]
 
@@ -108,4 +108,4 @@ def _unusable(record: dict[str, Any], sampled: dict[str, Any]) -> str:
 
 
 def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return finite_number(value) is not None

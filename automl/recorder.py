@@ -3,7 +3,6 @@ the results Ray brings back (so it works for trials on other processes and nodes
 
 from __future__ import annotations
 
-import math
 import pickle
 import time
 from pathlib import Path
@@ -17,11 +16,8 @@ from automl.registry import TunableModel
 from automl.state import FINAL, StudyState, TrialRecord
 from automl.tracking import BackgroundTracker
 from automl.trial import trial_dir, trial_spec, write_outcome
+from plumbing.numbers import finite_number as _finite
 from plumbing.safe_yaml import dump_yaml
-
-
-def _finite(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
 class StudyRecorder(Callback):

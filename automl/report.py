@@ -7,7 +7,6 @@ trial's per-epoch history, which the study's driver records as the validations c
 
 from __future__ import annotations
 
-import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from automl.space import SearchSpace
 from automl.state import read_study
 from plumbing.errors import UserError
+from plumbing.numbers import finite_number as _number
 
 REPORT_DIR = "report"
 
@@ -23,12 +23,6 @@ def _curve(record: dict[str, Any], metric: str) -> list[tuple[int, float]]:
     """(epoch, value) of every validation that holds a number for `metric` (a hand-edited file may not)."""
     points = ((_number(h.get("epoch")), _number(h.get(metric))) for h in record["history"] if isinstance(h, dict))
     return sorted((int(epoch), value) for epoch, value in points if epoch is not None and value is not None)
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
 
 
 def _holds(distribution: Any, value: Any) -> bool:

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from plumbing.errors import UserError
+from plumbing.storage import CHAMPION
 
-CHAMPION = "champion"
 WEIGHTS_FILE = "model.pth"  # the weights-only file in best/, and so in every registered version
 DEFAULT_DB = "mlflow.db"
 # Keys that must never reach MLflow params: credentials a spec might carry.

@@ -20,9 +20,9 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from mal.coco import CocoSet, gt_mask
 from mal.data import box_mask, box_pixels, decode_image
 from mal.metrics import mask_iou
+from plumbing.coco import CocoSet, gt_mask
 
 GRABCUT_ITERATIONS = 5
 GRABCUT_MIN_SIDE = 128

@@ -306,7 +306,7 @@ def _training_problems(losses: list[float], output: str) -> list[str]:
 def train_resume(ctx: Context) -> dict[str, Any]:
     """`mal train`, then `mal train` again with more epochs: it must go on from the checkpoint it left."""
     from mal.names import BEST_FILE, EPOCH_TEMPLATE, LATEST_FILE
-    from mal.runner.devices import precision, use_gpu
+    from plumbing.devices import precision, use_gpu
 
     size = ctx.size("train_resume")
     out = ctx.work / "train_resume"
@@ -434,9 +434,9 @@ def eval_infer(ctx: Context) -> dict[str, Any]:
 
 def ddp(ctx: Context) -> dict[str, Any]:
     """`mal train` on 2 GPUs: each rank trains half of every epoch (the global step says so)."""
-    from mal.coco import load_coco
     from mal.data import train_instances
     from mal.names import LATEST_FILE
+    from plumbing.coco import load_coco
 
     size = ctx.size("ddp")
     out = ctx.work / "ddp"

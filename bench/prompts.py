@@ -12,7 +12,7 @@ Clicks are simulated from the ground-truth masks, with a protocol fixed before a
   farthest core pixel A (in 8-neighbour steps inside the core), then the one farthest from A, B; the
   path from B to A, simplified to within 1 px (`cv2.approxPolyDP`), is the scribble: a stroke along the
   object's main extent, as a person draws one. "Scribbles alone" removes the bbox: the box is derived from
-  the scribble (mal.coco_prompts.PROMPT_BOX_MARGIN), and this benchmark reports how well that box fits,
+  the scribble (plumbing.coco_prompts.PROMPT_BOX_MARGIN), and this benchmark reports how well that box fits,
   per margin.
 - Crowd instances and those without a mask get no prompt (and are not scored).
 
@@ -144,7 +144,7 @@ def _descend(steps: np.ndarray, end: tuple[int, int]) -> list[tuple[int, int]]:
 def with_prompts(raw: dict, kind: int | str | None, seed: int = SEED, strip_masks: bool = False) -> dict:
     """A copy of a COCO dict whose instances carry the simulated prompts of `kind` (None: boxes only; k:
     box + k clicks; "scribble": one scribble and no bbox)."""
-    from mal.coco import gt_mask
+    from plumbing.coco import gt_mask
 
     sizes = {img["id"]: (img["height"], img["width"]) for img in raw["images"]}
     anns = []
@@ -169,8 +169,8 @@ def with_prompts(raw: dict, kind: int | str | None, seed: int = SEED, strip_mask
 def box_fit(raw: dict, margins: tuple[float, ...] = MARGINS, seed: int = SEED) -> dict[str, dict[str, float]]:
     """Per margin, how well a box derived from the simulated scribble fits: mean IoU with the ground-truth
     box, and mean share of the mask's pixels inside it (a mask pixel outside the box can never be drawn)."""
-    from mal.coco import gt_mask
-    from mal.coco_prompts import derived_bbox
+    from plumbing.coco import gt_mask
+    from plumbing.coco_prompts import derived_bbox
 
     sizes = {img["id"]: (img["height"], img["width"]) for img in raw["images"]}
     truths = {a["id"]: a["bbox"] for a in raw["annotations"]}
@@ -288,7 +288,7 @@ def run(quick: bool, results: Path | None = None) -> dict[str, Any]:
     for column in ("inference time", "training time"):
         gain = figures["box + 3 points"][column] - figures[BOXES][column]
         console.print(f"box + 3 points over boxes only, {column}: {gain:+.3f} mIoU (goal +{GOAL:.2f})")
-    from mal.coco_prompts import PROMPT_BOX_MARGIN
+    from plumbing.coco_prompts import PROMPT_BOX_MARGIN
 
     settings = {
         "spec": str(SPEC.relative_to(ROOT)), "overrides": overrides, "images_per_set": s["images_per_set"],

@@ -130,8 +130,8 @@ def paired_bootstrap(a: list[dict], b: list[dict], resamples: int, seed: int = 0
 
 def run(quick: bool) -> None:
     from bench.baselines import GRABCUT_ITERATIONS, affinity_records, label_baselines
-    from mal.coco import load_coco
     from mal.spec import load_spec
+    from plumbing.coco import load_coco
 
     s = QUICK if quick else FULL
     folder = Path(tempfile.mkdtemp(prefix="bench-quality-"))

@@ -80,8 +80,8 @@ def _sync(device: torch.device) -> None:
 
 def data_pipeline(spec: Any, crops: int) -> float:
     """Training crops/s of one worker: the dataset's own __getitem__, one thread, in training order."""
-    from mal.coco import load_coco
     from mal.data import MALTrainDataset, train_instances
+    from plumbing.coco import load_coco
 
     d = spec.dataset
     coco = load_coco(d.train_ann_path, d.train_img_dir)
@@ -101,8 +101,8 @@ def data_pipeline(spec: Any, crops: int) -> float:
 
 
 def train_samples(spec: Any, count: int) -> list[dict[str, torch.Tensor]]:
-    from mal.coco import load_coco
     from mal.data import MALTrainDataset, train_instances
+    from plumbing.coco import load_coco
 
     d = spec.dataset
     coco = load_coco(d.train_ann_path, d.train_img_dir)
@@ -112,8 +112,8 @@ def train_samples(spec: Any, count: int) -> list[dict[str, torch.Tensor]]:
 
 
 def eval_batches(spec: Any, batch: int, count: int) -> list[dict[str, torch.Tensor]]:
-    from mal.coco import load_coco
     from mal.data import MALEvalDataset, collate, eval_instances
+    from plumbing.coco import load_coco
 
     coco = load_coco(spec.dataset.val_ann_path, spec.dataset.val_img_dir)
     dataset = MALEvalDataset(coco, eval_instances(coco), spec.dataset.crop_size, spec.train.test_margin_rate)

@@ -25,13 +25,13 @@ import yaml
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from bench.common import quiet_lightning
-from mal.checkpoint import save_atomic
 from mal.names import EXTENSION, LATEST_FILE, LATEST_NAME
 from mal.runner import FitResult
 from mal.runner.train import keep_best
 from mal.spec import ExperimentSpec
 from mal.tunable import MODEL
 from plumbing.files import atomic_write_text
+from plumbing.torch_files import save_atomic
 
 EPOCH_SECONDS_ENV = "BENCH_EPOCH_SECONDS"
 DEFAULT_EPOCH_SECONDS = 2.5

@@ -115,8 +115,8 @@ def _scorable(gt_dataset: dict) -> list[dict]:
     with the `iscrowd` and `area` it indexes (both optional in a COCO file; the area is the mask's)."""
     import copy
 
-    from mal.coco import annotation_area
-    from mal.coco_values import usable_polygons
+    from plumbing.coco import annotation_area
+    from plumbing.coco_values import usable_polygons
 
     sizes = {image["id"]: (image["height"], image["width"]) for image in gt_dataset["images"]}
     scorable = []

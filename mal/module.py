@@ -13,7 +13,6 @@ import lightning as L
 import torch
 
 from mal.box_score import batch_scores
-from mal.coco import CocoSet, gt_mask
 from mal.errors import TrainingFailure
 from mal.losses import mal_losses
 from mal.metrics import MIoU, class_balanced_mean, coco_mask_ap, region_iou
@@ -21,6 +20,7 @@ from mal.model import build_mal
 from mal.objective import BOX_METRICS
 from mal.predict import force_prompts, paste_masks, prompt_fitted_logits, thresholds_by_bucket
 from mal.spec import ExperimentSpec
+from plumbing.coco import CocoSet, gt_mask
 
 
 class NonFiniteLossError(TrainingFailure):

@@ -8,4 +8,3 @@ BEST_FILE = f"{BEST_NAME}{EXTENSION}"
 EPOCH_TEMPLATE = "model_epoch_{epoch:03d}"
 STEP_TEMPLATE = "model_epoch_{epoch:03d}_step_{step:05d}"
 REGISTERED_MODEL = "mal"  # its name in a model registry (MLflow)
-CHAMPION = "champion"  # the alias of the promoted version; alone, `champion` means this model's

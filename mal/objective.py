@@ -10,7 +10,7 @@ from plumbing.errors import UserError
 from plumbing.wording import did_you_mean
 
 if TYPE_CHECKING:
-    from mal.coco import CocoSet
+    from plumbing.coco import CocoSet
 
 MASK_METRICS = ("mIoU", *(f"mIoU_{bucket}" for bucket in BUCKETS), "mask_AP", "mask_AP50")
 BOX_METRICS = ("box_score", "box_projection", "box_edge")  # the score and its two factors (mal/box_score.py)

@@ -16,8 +16,9 @@ from torch import nn
 
 from mal import checkpoint as ckpt
 from mal.archs import ARCHS
-from mal.effnet_lite import EfficientNetLiteEncoder, lite_state_dict, wheel_weights
+from mal.effnet_lite import EfficientNetLiteEncoder
 from mal.errors import UserError
+from plumbing.lite_weights import lite_state_dict, wheel_weights
 
 # MAE pre-training keys that have no place in the encoder; `mask_token` would also fool timm's
 # checkpoint converters into treating the file as DINOv2.

@@ -20,9 +20,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
-from mal.coco import load_coco
 from mal.data import box_fill_miou
 from mal.errors import UserError
+from plumbing.coco import load_coco
 
 CATEGORIES = ("ellipse", "blob", "star", "ring")
 # Radii relative to a 160 px image; bands chosen so boxes fall in COCO's small / medium / large buckets.

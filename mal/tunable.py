@@ -13,14 +13,14 @@ from mal.archs import ARCHS
 from mal.errors import TrainingFailure, UserError
 from mal.names import BEST_FILE, LATEST_FILE, REGISTERED_MODEL
 from mal.objective import METRICS, judged_by
-from mal.storage import local_file
 from plumbing.files import file_hash
+from plumbing.storage import local_file
 
 
 def check_inputs(experiment: spec.ExperimentSpec) -> None:
     """The training's inputs, and a study metric the validation set can measure (mIoU, a study's default,
     needs masks)."""
-    from mal.coco import load_coco
+    from plumbing.coco import load_coco
 
     spec.check_paths(experiment, "train")
     d = experiment.dataset

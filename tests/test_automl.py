@@ -21,9 +21,9 @@ from automl.registry import get_model
 from automl.space import SearchSpace, load_space_file, resolve_space
 from automl.state import TrialRecord, select_best
 from automl.study import run_study
-from mal.coco import load_coco
 from mal.data import train_instances
 from mal.spec import load_spec
+from plumbing.coco import load_coco
 from tests.conftest import TINY, data_args, run_cli
 
 STUDY = ["automl.max_epochs=2", "automl.grace_period=1", "automl.reduction_factor=2", "automl.cpus_per_trial=1"]

@@ -57,9 +57,9 @@ def _case_id(case: dict) -> str:
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
     """A real MAL weights file for the good spec, so evaluate/inference fail only on the input under test."""
-    from mal.checkpoint import save_atomic
     from mal.model import build_mal
     from mal.spec import load_spec
+    from plumbing.torch_files import save_atomic
 
     spec = load_spec(GOOD / "spec.yaml")
     path = tmp_path_factory.mktemp("weights") / "model.pth"
@@ -169,7 +169,7 @@ def test_rle_counts_parser_agrees_with_pycocotools():
     import numpy as np
     from pycocotools import mask as mask_utils
 
-    from mal.coco import _rle_string_counts, _segmentation_problem
+    from plumbing.coco import _rle_string_counts, _segmentation_problem
 
     rng = np.random.default_rng(0)
     for _ in range(50):

@@ -56,7 +56,7 @@ def test_a_scribble_stays_on_the_object_and_runs_along_it(shape):
 
 
 def test_simulated_prompts_pass_the_coco_validation_and_nest(tiny_data, tmp_path):
-    from mal.coco import load_coco
+    from plumbing.coco import load_coco
 
     raw = json.loads((tiny_data / "val" / "annotations.json").read_text())
     one, three = with_prompts(raw, 1)["annotations"], with_prompts(raw, 3)["annotations"]

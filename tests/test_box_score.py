@@ -12,12 +12,12 @@ import torch
 from PIL import Image
 
 from mal.box_score import edge_agreement, mask_scores, projection_fill
-from mal.coco import gt_mask, load_coco
 from mal.data import box_crop, eval_margins, normalize
 from mal.metrics import class_balanced_mean
 from mal.module import compute_metrics
 from mal.objective import judged_by
 from mal.spec import load_spec
+from plumbing.coco import gt_mask, load_coco
 from plumbing.errors import UserError
 
 

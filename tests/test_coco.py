@@ -8,8 +8,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from mal.coco import gt_mask, load_coco
 from mal.errors import UserError
+from plumbing.coco import gt_mask, load_coco
 
 TINY = Path(__file__).resolve().parents[2] / "shared" / "data" / "tiny-coco"
 

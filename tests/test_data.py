@@ -10,7 +10,6 @@ from PIL import Image
 import mal.data.datasets as datasets
 import mal.data.images as images
 import mal.data.sampler as sampler_module
-from mal.coco import load_coco
 from mal.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -28,6 +27,7 @@ from mal.data import (
     train_margins,
 )
 from mal.errors import UserError
+from plumbing.coco import load_coco
 
 torch.set_num_threads(1)
 TINY = Path(__file__).resolve().parents[2] / "shared" / "data" / "tiny-coco"

@@ -25,7 +25,7 @@ def test_control_characters_are_escaped():
 
 
 def test_an_archive_that_is_not_one_names_its_path(tmp_path, monkeypatch):
-    from mal.storage import image_dir
+    from plumbing.storage import image_dir
 
     monkeypatch.setenv("MAL_CACHE_DIR", str(tmp_path / "cache"))
     archive = tmp_path / "images.tar.gz"

@@ -16,13 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pycocotools import mask as mask_utils
 
-from mal.coco import gt_mask, load_coco
 from mal.data import MALEvalDataset, MALTrainDataset, eval_instances, train_instances
 from mal.data.baseline import box_fill_miou
 from mal.data.crops import box_mask
 from mal.data.prompts import region_prompt_maps
 from mal.errors import UserError
 from mal.metrics import coco_mask_ap
+from plumbing.coco import gt_mask, load_coco
 
 GOOD = Path(__file__).parent / "bad_inputs" / "good"
 BASE = json.loads((GOOD / "annotations.json").read_text())
@@ -155,7 +155,7 @@ def test_missing_area_and_iscrowd_and_empty_masks_next_to_real_ones_are_scored(t
     _one_line_or_works(doc, tmp_path)
     full, part = [load_coco(str(p)) for p in (GOOD / "annotations.json", tmp_path / "annotations.json")]
     # the mask areas pycocotools would compute stand in for the written ones
-    from mal.coco import annotation_area
+    from plumbing.coco import annotation_area
 
     written = full.anns[2]["area"]
     assert annotation_area(part.anns[2], 80, 96) == pytest.approx(written, rel=0.05)

@@ -7,10 +7,10 @@ import pytest
 
 from automl.gain import gain_line, spec_trial, study_gain
 from automl.state import TrialRecord
-from mal.coco import load_coco
 from mal.data import box_fill_miou
 from mal.runner.evaluate import box_fill
 from mal.spec import load_spec
+from plumbing.coco import load_coco
 
 SPEC_POINT = {"train.lr": 2e-5}
 

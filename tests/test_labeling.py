@@ -14,12 +14,12 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from mal import runner
-from mal.coco import load_coco
 from mal.data import label_units
 from mal.errors import UserError
 from mal.module import MALModule
 from mal.runner.ray_labeling import actor_resources, label_with_ray
 from mal.spec import load_spec
+from plumbing.coco import load_coco
 from tests.conftest import TINY, data_args, run_cli
 
 

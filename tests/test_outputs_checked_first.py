@@ -16,9 +16,9 @@ ANN, IMAGES = GOOD / "annotations.json", GOOD / "images"
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
-    from mal.checkpoint import save_atomic
     from mal.model import build_mal
     from mal.spec import load_spec
+    from plumbing.torch_files import save_atomic
 
     spec = load_spec(GOOD / "spec.yaml")
     return save_atomic(build_mal(spec.model, spec.dataset.crop_size).state_dict(), tmp_path_factory.mktemp("w") / "model.pth")

@@ -16,10 +16,10 @@ from timm.models.vision_transformer import VisionTransformer
 
 from mal import checkpoint as ckpt
 from mal.archs import ARCHS
-from mal.effnet_lite import lite_state_dict, wheel_weights
 from mal.errors import UserError
 from mal.model import MAL, MALNet
 from mal.pretrained import load_pretrained
+from plumbing.lite_weights import lite_state_dict, wheel_weights
 
 torch.set_num_threads(1)
 

@@ -13,8 +13,6 @@ import pytest
 import torch
 from PIL import Image
 
-from mal.coco import load_coco
-from mal.coco_prompts import PROMPT_BOX_MIN_PX, derived_bbox
 from mal.data import MALEvalDataset, MALTrainDataset, label_units
 from mal.data.crops import IMAGENET_MEAN, IMAGENET_STD
 from mal.data.prompts import crop_prompt_maps, region_prompt_maps
@@ -22,6 +20,8 @@ from mal.errors import UserError
 from mal.losses import label_maps, mal_losses, mean_field_pseudo_labels, prompt_loss
 from mal.predict import InstanceMask, force_prompts, key_correction, prompt_fitted_logits
 from mal.spec import TrainConfig
+from plumbing.coco import load_coco
+from plumbing.coco_prompts import PROMPT_BOX_MIN_PX, derived_bbox
 
 GOOD = Path(__file__).parent / "bad_inputs" / "good"
 BASE = json.loads((GOOD / "annotations.json").read_text())  # two 96x80 images, boxes 1-4
@@ -325,10 +325,10 @@ def _disc_set(tmp_path: Path, points: list | None) -> object:
 def test_a_corrected_click_fixes_a_mask_that_misses_half_the_object(tmp_path):
     """A model that sees the red disc only in the left half of its crop draws half the disc; one object click
     on the right half, re-run, gives the whole disc (the key fit), where forcing alone would add one pixel."""
-    from mal.checkpoint import save_atomic
     from mal.model import build_mal
     from mal.runner import Labeler
     from mal.spec import load_spec
+    from plumbing.torch_files import save_atomic
     from tests.conftest import TINY
 
     spec = load_spec(None, [*TINY, "inference.num_gpus=0", "inference.load_mask=true", f"results_dir={tmp_path}"])

@@ -39,8 +39,8 @@ def _train_then_evaluate(spec: str, args: list[str], folder) -> dict:
 
 
 def test_mal_trained_on_the_demo_set_beats_box_fill_by_the_margin(demo_data, tmp_path):
-    from mal.coco import load_coco
     from mal.data import box_fill_miou
+    from plumbing.coco import load_coco
 
     baseline = box_fill_miou(load_coco(str(demo_data / "val" / "annotations.json")))
     spec = str(ROOT / "experiments" / "mal_demo.yaml")
@@ -52,8 +52,8 @@ def test_mal_trained_on_the_demo_set_beats_box_fill_by_the_margin(demo_data, tmp
 
 
 def test_pretrained_mal_beats_box_fill_on_real_photos_it_never_saw(shared_data, tmp_path):
-    from mal.coco import load_coco
     from mal.data import box_fill_miou
+    from plumbing.coco import load_coco
 
     root = shared_data / "coco128-seg"
     val = root / "annotations" / "val.json"

@@ -157,9 +157,9 @@ GOOD = Path(__file__).parent / "bad_inputs" / "good"
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
-    from mal.checkpoint import save_atomic
     from mal.model import build_mal
     from mal.spec import load_spec
+    from plumbing.torch_files import save_atomic
 
     spec = load_spec(GOOD / "spec.yaml")
     return save_atomic(build_mal(spec.model, spec.dataset.crop_size).state_dict(), tmp_path_factory.mktemp("w") / "model.pth")
@@ -217,8 +217,8 @@ def test_an_unreachable_store_is_one_line(tmp_path, monkeypatch):
     pytest.importorskip("s3fs")
     import s3fs
 
-    from mal import storage
     from mal.errors import UserError
+    from plumbing import storage
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_free_port()}")  # nothing listens there
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")

@@ -19,6 +19,7 @@ import torch
 
 from mal import checkpoint as ckpt
 from mal.errors import UserError
+from plumbing.torch_files import save_atomic
 from tests.conftest import BIN, ROOT, run_cli
 from tests.test_bad_inputs import _base, _run_in_process, weights  # noqa: F401 - weights is a fixture
 
@@ -26,7 +27,7 @@ from tests.test_bad_inputs import _base, _run_in_process, weights  # noqa: F401 
 
 CHILD_SAVE = """
 import sys, torch
-from mal.checkpoint import save_atomic
+from plumbing.torch_files import save_atomic
 # 16 tensors of 16 MB: a save that takes long enough to be caught in the middle
 save_atomic({f"w{i}": torch.full((4 * 1024 * 1024,), float(i)) for i in range(16)}, sys.argv[1])
 """
@@ -44,7 +45,7 @@ def _temp_files(folder: Path, target: Path) -> list[Path]:
 def test_kill_during_checkpoint_save_keeps_the_previous_checkpoint(tmp_path):
     target = tmp_path / "train" / "mal_model_latest.pth"
     previous = {"epoch": 3, "state_dict": {"net.student.w": torch.arange(12.0)}}
-    ckpt.save_atomic(previous, target)
+    save_atomic(previous, target)
     before = _digest(target)
 
     child = subprocess.Popen([sys.executable, "-c", CHILD_SAVE, str(target)], cwd=ROOT)

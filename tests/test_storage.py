@@ -6,8 +6,8 @@ import tarfile
 
 import pytest
 
-from mal import storage
 from mal.errors import UserError
+from plumbing import storage
 
 
 def test_archive_is_unpacked_once_and_reused(tmp_path, monkeypatch):

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from mal.coco import gt_mask, load_coco
 from mal.data import train_instances
 from mal.metrics import area_bucket
 from mal.synthetic import CATEGORIES, write_demo_dataset
+from plumbing.coco import gt_mask, load_coco
 
 
 @pytest.fixture(scope="module")

@@ -287,8 +287,8 @@ def test_autolabel_layout_becomes_a_mal_spec(tmp_path):
 
 @pytest.mark.slow
 def test_auto_label_generate_writes_what_mal_inference_writes(tmp_path):
-    from mal.checkpoint import save_atomic
     from mal.model import build_mal
+    from plumbing.torch_files import save_atomic
 
     good = load_spec(GOOD / "spec.yaml")
     weights = save_atomic(build_mal(good.model, good.dataset.crop_size).state_dict(), tmp_path / "w.pth")

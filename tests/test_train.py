@@ -167,8 +167,8 @@ def test_inference_on_real_photos_keeps_every_box_including_crowd(full_run, shar
 def test_ddp_over_two_cpu_processes_shards_training_and_gathers_validation(tiny_data, tmp_path):
     """Lightning DDP with gloo: each rank trains half of every epoch; validation is sharded, then gathered,
     so the best mIoU equals a single-process `mal evaluate` of the same checkpoint."""
-    from mal.coco import load_coco
     from mal.data import train_instances
+    from plumbing.coco import load_coco
 
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(f"results_dir: {tmp_path}\n")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from mal.coco import CocoSet, gt_mask
 from mal.data.crops import box_mask
 from mal.metrics import class_balanced_miou, mask_iou
+from plumbing.coco import CocoSet, gt_mask
 
 
 def box_fill_miou(coco: CocoSet) -> float:

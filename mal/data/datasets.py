@@ -11,11 +11,11 @@ import torch
 import torchvision.transforms.v2.functional as F
 from torch.utils.data import Dataset
 
-from mal.coco import CocoSet
 from mal.data import images
 from mal.data.augment import colour_augment
 from mal.data.crops import box_crop, crop_prompts, eval_item, eval_margins, normalize, train_margins
 from mal.errors import UserError
+from plumbing.coco import CocoSet
 
 FLIP_P = 0.5
 MIN_SIDE_PX = 2

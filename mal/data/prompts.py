@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from mal.coco_prompts import OBJECT, has_prompts
+from plumbing.coco_prompts import OBJECT, has_prompts
 
 _SHIFT = 4  # cv2 draws polylines with 1/16-pixel vertex precision
 

@@ -7,10 +7,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mal.coco import CocoSet
 from mal.data.crops import eval_item
 from mal.data.datasets import collate
 from mal.data.images import load_image
+from plumbing.coco import CocoSet
 
 LABEL_KEYS = ("id", "image_id", "category_id", "bbox", "iscrowd", "points", "scribbles")
 

@@ -12,17 +12,17 @@ from typing import Any
 import torch
 
 from mal import checkpoint as ckpt
-from mal.coco import CocoSet
 from mal.errors import UserError
 from mal.module import MALModule, compute_metrics, validation_records
 from mal.objective import has_masks
 from mal.predict import thresholds_by_bucket
-from mal.runner.devices import autocast, device, to_device
 from mal.runner.loaders import loader, validation_set
 from mal.spec import ExperimentSpec
 from mal.spec.outputs import metrics_location
-from mal.storage import write_remote_text
+from plumbing.coco import CocoSet
+from plumbing.devices import autocast, device, to_device
 from plumbing.files import atomic_write_text, is_remote
+from plumbing.storage import write_remote_text
 
 log = logging.getLogger("mal")
 

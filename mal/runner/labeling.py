@@ -11,16 +11,16 @@ from typing import Any
 import torch
 
 from mal import checkpoint as ckpt
-from mal.coco import gt_mask, load_coco
-from mal.coco_prompts import PROMPT_KEYS
 from mal.data import UnitCrops, eval_margins, label_units, unit_crops
 from mal.errors import UserError
 from mal.metrics import region_iou
 from mal.predict import InstanceMask, force_prompts, paste_masks, thresholds_by_bucket
-from mal.runner.devices import autocast, device, to_device
 from mal.runner.evaluate import load_module, write_json
 from mal.spec import ExperimentSpec, with_values
 from mal.spec.outputs import label_dump_location
+from plumbing.coco import gt_mask, load_coco
+from plumbing.coco_prompts import PROMPT_KEYS
+from plumbing.devices import autocast, device, to_device
 
 log = logging.getLogger("mal")
 

@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from mal.coco import CocoSet, load_coco
 from mal.data import MALEvalDataset, collate, eval_instances
 from mal.spec import ExperimentSpec
+from plumbing.coco import CocoSet, load_coco
 
 
 class ResumableLoader(DataLoader):

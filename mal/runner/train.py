@@ -17,17 +17,18 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from mal import checkpoint as ckpt
-from mal.coco import load_coco
 from mal.data import EpochSampler, MALTrainDataset, rank_and_world, usable_train_instances
 from mal.errors import TrainingFailure
 from mal.module import MALModule
 from mal.names import BEST_NAME, EPOCH_TEMPLATE, EXTENSION, LATEST_FILE, LATEST_NAME, STEP_TEMPLATE
 from mal.objective import judged_by
 from mal.runner import stopping
-from mal.runner.devices import precision, use_gpu
 from mal.runner.loaders import loader, validation_set
 from mal.spec import ExperimentSpec
 from mal.spec.schema import SEED_MAX
+from plumbing.coco import load_coco
+from plumbing.devices import precision, use_gpu
+from plumbing.torch_files import AtomicCheckpointIO
 
 log = logging.getLogger("mal")
 
@@ -167,7 +168,7 @@ def fit(
         devices=devices,
         num_nodes=t.num_nodes,
         strategy=strategy if strategy is not None else "ddp" if world > 1 else "auto",
-        plugins=[*plugins, ckpt.AtomicCheckpointIO()],
+        plugins=[*plugins, AtomicCheckpointIO()],
         use_distributed_sampler=False,
         precision=precision(t.use_amp, gpu),
         max_epochs=t.num_epochs,

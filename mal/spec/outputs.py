@@ -69,7 +69,7 @@ def check_outputs(spec: ExperimentSpec, action: str, inputs: list[str | None]) -
 
 def check_remote_folder(key: str, location: str) -> None:
     """An object store has no folders to make; a location holding an object cannot also be a prefix."""
-    from mal.storage import remote_output_kind
+    from plumbing.storage import remote_output_kind
 
     if remote_output_kind(location) == "file":
         raise UserError(f"{key}: {location!r} is a file, not a folder")
@@ -78,7 +78,7 @@ def check_remote_folder(key: str, location: str) -> None:
 def check_remote_file(key: str, location: str, inputs: list[str | None]) -> None:
     """A cheap look at the store (the bucket is there, the name is no prefix of objects) and no input
     named; the write itself reports a refusal of these credentials."""
-    from mal.storage import remote_output_kind
+    from plumbing.storage import remote_output_kind
 
     for given in inputs:
         if given and is_remote(given) and given.rstrip("/") == location.rstrip("/"):

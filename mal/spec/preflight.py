@@ -48,7 +48,7 @@ def _optional_paths(spec: ExperimentSpec, action: str) -> list[tuple[str, str | 
 def check_paths(spec: ExperimentSpec, action: str) -> None:
     """Every input the action reads must be set, exist and be valid before any work starts: COCO files and
     their images, checkpoints (read weights-only), and for training at least one usable box."""
-    from mal.storage import exists, is_registered_model
+    from plumbing.storage import exists, is_registered_model
 
     for key, value in required_paths(spec, action):
         if not value:
@@ -65,7 +65,7 @@ def check_paths(spec: ExperimentSpec, action: str) -> None:
 
 def _check_data(spec: ExperimentSpec, action: str) -> None:
     """Every COCO file of the action is read and validated with its images (headers only)."""
-    from mal.coco import load_coco
+    from plumbing.coco import load_coco
 
     d = spec.dataset
     val = ("dataset.val_ann_path", d.val_ann_path, d.val_img_dir)
@@ -87,7 +87,7 @@ def _check_data(spec: ExperimentSpec, action: str) -> None:
 def _check_checkpoints(spec: ExperimentSpec, action: str) -> None:
     """Checkpoints are read weights-only with their tensors mapped, not loaded: cheap even for big files."""
     from mal import checkpoint as ckpt
-    from mal.storage import is_registered_model
+    from plumbing.storage import is_registered_model
 
     def local(path: str | None) -> bool:
         return bool(path) and not is_remote(path) and not is_registered_model(path)

@@ -2,14 +2,14 @@
 
 `points: [[x, y, label], ...]` (label 1: object, 0: background) and `scribbles: [[x1, y1, x2, y2, ...], ...]`
 (polylines drawn on the object), in the image's pixel coordinates as COCO writes boxes and polygons.
-Each check returns what is wrong as a phrase quoting the value, or None, like mal.coco_values.
+Each check returns what is wrong as a phrase quoting the value, or None, like plumbing.coco_values.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from mal.coco_values import is_finite_number, is_int
+from plumbing.coco_values import is_finite_number, is_int
 from plumbing.wording import Shown
 
 OBJECT, BACKGROUND = 1, 0
@@ -19,7 +19,7 @@ PROMPT_KEYS = ("points", "scribbles")
 # simulated scribbles on coco128-seg train (README, "Points and scribbles").
 PROMPT_BOX_MARGIN = 0.15
 PROMPT_BOX_MIN_PX = 2.0
-# prompts may touch the box's edge by as much as a box may stray outside its image (mal.coco.BOX_SLACK_PX)
+# prompts may touch the box's edge by as much as a box may stray outside its image (plumbing.coco.BOX_SLACK_PX)
 EDGE_SLACK_PX = 1.0
 
 

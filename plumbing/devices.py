@@ -1,4 +1,4 @@
-"""Where MAL runs: GPU or CPU, the training precision, and autocast for evaluation and labeling."""
+"""Where a model runs: GPU or CPU, the training precision, and autocast for evaluation and labeling."""
 
 from __future__ import annotations
 

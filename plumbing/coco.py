@@ -14,11 +14,11 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from mal import coco_prompts as prompts
-from mal import coco_values as values
-from mal.errors import UserError
-from mal.storage import image_dir, local_file
+from plumbing import coco_prompts as prompts
+from plumbing import coco_values as values
+from plumbing.errors import UserError
 from plumbing.safe_json import parse_json
+from plumbing.storage import image_dir, local_file
 from plumbing.wording import printable
 
 BOX_SLACK_PX = 1.0

@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mal.errors import UserError
-from mal.names import CHAMPION
+from plumbing.errors import UserError
 from plumbing.files import is_remote
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+CHAMPION = "champion"  # alone, a registered model's promoted version (models:/<name>@champion)
 _EXTRA_FOR = {"s3": "s3", "gs": "gcs", "gcs": "gcs", "http": "http", "https": "http"}
 
 
@@ -52,7 +52,7 @@ def _store_errors(location: str, doing: str) -> Iterator[None]:
 
 
 def is_registered_model(location: str) -> bool:
-    """`champion` or `models:/...`: a model registry reference, not a file (see mal.checkpoint.resolve)."""
+    """`champion` or `models:/...`: a model registry reference, not a file (each model resolves it to its own registered name)."""
     return location == CHAMPION or location.startswith("models:/")
 
 

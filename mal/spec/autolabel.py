@@ -14,10 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mal.spec.load import validate_dict
 from mal.spec.schema import ExperimentSpec
-from mal.spec.tao import pop_required, required_problem
 from plumbing.errors import UserError
 from plumbing.overrides import apply_overrides
 from plumbing.safe_yaml import read_mapping
+from plumbing.spec_reader import pop_required, required_problem
 from plumbing.wording import describe, did_you_mean
 
 AUTOLABEL_TYPES = ("mal",)

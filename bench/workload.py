@@ -25,12 +25,12 @@ import yaml
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from bench.common import quiet_lightning
-from mal.names import EXTENSION, LATEST_FILE, LATEST_NAME
+from mal.names import BEST_NAME, EXTENSION, LATEST_FILE, LATEST_NAME
 from mal.runner import FitResult
-from mal.runner.train import keep_best
 from mal.spec import ExperimentSpec
 from mal.tunable import MODEL
 from plumbing.files import atomic_write_text
+from plumbing.lightning_run import keep_best
 from plumbing.torch_files import save_atomic
 
 EPOCH_SECONDS_ENV = "BENCH_EPOCH_SECONDS"
@@ -101,7 +101,7 @@ class _EpochClock(Callback):
 
 def _checkpoints(train_dir: Path) -> tuple[ModelCheckpoint, ModelCheckpoint]:
     """mal's two files: the best by mIoU (saved when validation ends) and the latest (every epoch end)."""
-    best = keep_best(train_dir)
+    best = keep_best(train_dir, BEST_NAME, "mIoU")
     latest = ModelCheckpoint(dirpath=train_dir, save_top_k=0, save_last=True, enable_version_counter=False)
     latest.CHECKPOINT_NAME_LAST, latest.FILE_EXTENSION = LATEST_NAME, EXTENSION
     return best, latest

@@ -60,7 +60,7 @@ def write_demo_dataset(
 def _refuse_a_dataset_in(out: Path) -> None:
     """A folder that already holds a dataset (this one or another) is never written over; an empty or
     unrelated folder is fine."""
-    from mal.spec.outputs import check_folder
+    from plumbing.outputs import check_folder
 
     check_folder("demo-data OUT", out)
     taken = [out / split / part for split in ("train", "val") for part in ("annotations.json", "images")]

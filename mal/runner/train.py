@@ -5,29 +5,25 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import secrets
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 
 from mal import checkpoint as ckpt
 from mal.data import EpochSampler, MALTrainDataset, rank_and_world, usable_train_instances
 from mal.errors import TrainingFailure
 from mal.module import MALModule
-from mal.names import BEST_NAME, EPOCH_TEMPLATE, EXTENSION, LATEST_FILE, LATEST_NAME, STEP_TEMPLATE
+from mal.names import BEST_NAME, LATEST_FILE, LATEST_NAME
 from mal.objective import judged_by
-from mal.runner import stopping
 from mal.runner.loaders import loader, validation_set
 from mal.spec import ExperimentSpec
-from mal.spec.schema import SEED_MAX
+from plumbing import step_stopping as stopping
 from plumbing.coco import load_coco
 from plumbing.devices import precision, use_gpu
+from plumbing.lightning_run import keep_best, periodic_checkpoints, quiet_lightning, run_seed
 from plumbing.torch_files import AtomicCheckpointIO
 
 log = logging.getLogger("mal")
@@ -58,42 +54,6 @@ class FitResult:
         )
 
 
-def _quiet_lightning() -> None:
-    for name in (
-        "lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric",
-        "lightning.pytorch.trainer.connectors.signal_connector",  # "Received SIGTERM": our one line says it
-    ):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*Found .* module.*in eval mode.*")
-    warnings.filterwarnings("ignore", ".*LeafSpec.*")
-    warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")  # resuming there is the point
-
-
-def keep_best(train_dir: Path, metric: str = "mIoU") -> ModelCheckpoint:
-    """mal_model_best.pth by a validation metric (mIoU, or box_score without masks), written when validation ends, so it exists before any
-    end-of-epoch hook reports that score (a scheduler may stop a trial inside its report; Lightning's
-    default would save after that)."""
-    best = ModelCheckpoint(
-        dirpath=train_dir, filename=BEST_NAME, monitor=metric, mode="max", save_top_k=1,
-        enable_version_counter=False, save_on_train_epoch_end=False,
-    )
-    best.FILE_EXTENSION = EXTENSION
-    return best
-
-
-def run_seed(seed: int) -> int:
-    """The spec's seed, or for -1 (TAO: no fixed seed) a fresh one. DDP ranks started by Lightning take rank
-    0's from the environment (seed_everything put it there), so every rank shards the same order."""
-    if seed >= 0:
-        return seed
-    if os.environ.get("LOCAL_RANK", "0") != "0" and "PL_GLOBAL_SEED" in os.environ:
-        return int(os.environ["PL_GLOBAL_SEED"])
-    drawn = secrets.randbelow(SEED_MAX + 1)
-    log.warning("train.seed is -1: this run's seed is %d", drawn)
-    return drawn
-
-
 def fit(
     spec: ExperimentSpec,
     callbacks: Sequence[Any] = (),
@@ -111,7 +71,7 @@ def fit(
     import lightning as L
     from lightning.pytorch.loggers import CSVLogger
 
-    _quiet_lightning()
+    quiet_lightning()
     t, d = spec.train, spec.dataset
     train_dir = spec.output_dir("train")
     train_dir.mkdir(parents=True, exist_ok=True)
@@ -149,19 +109,8 @@ def fit(
 
         log.warning("\n".join(load_pretrained(module.net, t.pretrained_model_path, spec.model.arch)))
 
-    periodic = ModelCheckpoint(
-        dirpath=train_dir,
-        filename=STEP_TEMPLATE if t.checkpoint_interval_unit == "step" else EPOCH_TEMPLATE,
-        auto_insert_metric_name=False,
-        save_top_k=-1,
-        save_last=True,
-        enable_version_counter=False,  # a resumed run overwrites mal_model_latest.pth, never writes -v1 copies
-        every_n_epochs=t.checkpoint_interval if t.checkpoint_interval_unit == "epoch" else None,
-        every_n_train_steps=t.checkpoint_interval if t.checkpoint_interval_unit == "step" else None,
-    )
-    periodic.CHECKPOINT_NAME_LAST = LATEST_NAME
-    periodic.FILE_EXTENSION = EXTENSION
-    best = keep_best(train_dir, metric)
+    periodic = periodic_checkpoints(train_dir, LATEST_NAME, t.checkpoint_interval, t.checkpoint_interval_unit)
+    best = keep_best(train_dir, BEST_NAME, metric)
 
     trainer = L.Trainer(
         accelerator="gpu" if gpu else "cpu",

@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from mal.archs import ARCHS
 from plumbing.fields import StrictModel
+from plumbing.lightning_run import SEED_MAX
 from plumbing.safe_yaml import dump_yaml
 
 Action = Literal["train", "evaluate", "inference"]
@@ -31,7 +32,6 @@ def _owned_section(name: str) -> Any:
 _AutoMLSection = _owned_section("automl")
 
 
-SEED_MAX = 2**32 - 1  # numpy's seeds are unsigned 32-bit
 
 
 class _Section(StrictModel):

@@ -1,4 +1,4 @@
-"""A stop signal during `mal train`: training stops after its next optimizer step with mal_model_latest.pth
+"""A stop signal during a training command: training stops after its next optimizer step with the latest checkpoint
 written there, so that the same command resumes exactly where it stopped (plumbing.signals has the handler).
 
 The checkpoint is written from `on_train_batch_end`, where Lightning's step checkpoints are written too and

@@ -18,17 +18,16 @@ app = command_line("AutoML for registered models: Ray Tune trials with Optuna an
 
 ModelOption = typer.Option(
     None, "--model", "-m", show_default=False,
-    help="Registered model to tune, or package.module:ATTR (default: the only registered model).",
+    help="Registered model to tune, or package.module:ATTR (default: the registered model whose spec the file is).",
 )
 
 
 def _load(model_name: str | None, spec_path: Path, overrides: list[str] | None):
     from automl.driver import objective
-    from automl.registry import get_model
+    from automl.registry import model_for_spec
     from automl.settings import study_config
 
-    model = get_model(model_name)
-    spec = model.load_spec(spec_path, list(overrides or []))
+    model, spec = model_for_spec(model_name, spec_path, list(overrides or []))
     config = study_config(spec)
     objective(model, config)  # a metric the model does not report fails here, before any input is read
     model.check_inputs(spec)
@@ -97,12 +96,17 @@ def space(
     if spec_path is None and not overrides:
         lines = file_lines(sf)
     else:
-        from automl.registry import get_model
+        from automl.registry import get_model, model_for_spec, registered
         from automl.settings import study_config
         from automl.space import study_space
 
-        model = get_model(model_name)
-        spec = model.load_spec(spec_path, list(overrides or []))
+        if spec_path is None and model_name is None and sf.model in registered():
+            model_name = sf.model  # no spec to tell: the defaults of the model the file is for
+        if spec_path is None:
+            model = get_model(model_name)
+            spec = model.load_spec(None, list(overrides or []))
+        else:
+            model, spec = model_for_spec(model_name, spec_path, list(overrides or []))
         config = study_config(spec)
         lines = space_lines(study_space(model, spec, config, sf), sf, config.warm_start)
     typer.echo("\n".join(lines))

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -117,6 +119,42 @@ def get_model(name: str | None = None) -> TunableModel:
     if name not in _loaded:
         _loaded[name] = of(_import(name) if ":" in name else _entry_point(name), name)
     return _loaded[name]
+
+
+def model_for_spec(name: str | None, spec_path: Path | None, overrides: list[str]) -> tuple[TunableModel, Any]:
+    """`--model`'s model and the spec it reads from the file; without `--model`, the registered model whose
+    spec the file is (each model's strict spec accepts only its own files). A file no model accepts gets
+    the problems of the model it comes closest to (the fewest), as `--model` with that model would."""
+    if name is not None or len(registered()) <= 1:
+        model = get_model(name)
+        return model, model.load_spec(spec_path, overrides)
+    accepted, refused = [], []
+    for candidate in registered():
+        model = get_model(candidate)
+        try:
+            with _quiet():  # the warnings of a spec that is not this model's would only confuse
+                model.load_spec(spec_path, list(overrides))
+        except (UserError, *model.user_errors) as exc:
+            refused.append((len(getattr(exc, "details", ()) or ()) or 1, exc))
+            continue
+        accepted.append(model)
+    if len(accepted) > 1:
+        names = ", ".join(m.name for m in accepted)
+        raise UserError(f"--model: the spec is valid for several registered models ({names}); choose one with --model")
+    if not accepted:
+        raise min(refused, key=lambda problems_and_error: problems_and_error[0])[1]
+    model = accepted[0]
+    return model, model.load_spec(spec_path, overrides)  # again, with its warnings
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:

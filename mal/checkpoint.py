@@ -12,7 +12,7 @@ import torch
 from mal.errors import UserError
 from mal.names import LATEST_FILE, REGISTERED_MODEL
 from plumbing import torch_files
-from plumbing.storage import CHAMPION, is_registered_model
+from plumbing.storage import resolve_registered
 
 
 def latest(train_dir: str | Path) -> Path | None:
@@ -28,15 +28,7 @@ RESOLVER_GROUP = "mal.model_uris"
 
 def resolve(location: str | Path) -> str:
     """A checkpoint path as given, or the local weights file of a registered model reference."""
-    text = str(location)
-    if not is_registered_model(text):
-        return text
-    from importlib.metadata import entry_points
-
-    resolvers = list(entry_points(group=RESOLVER_GROUP))
-    if not resolvers:
-        raise UserError(f"{text}: registered models need the automl package (MLflow registry); none is installed")
-    return resolvers[0].load()(f"models:/{REGISTERED_MODEL}@{CHAMPION}" if text == CHAMPION else text)
+    return resolve_registered(str(location), RESOLVER_GROUP, REGISTERED_MODEL)
 
 
 def load(path: str | Path, *, mmap: bool = False, foreign: bool = False) -> dict[str, Any]:

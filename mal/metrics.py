@@ -7,6 +7,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from plumbing.coco_eval import mask_ap
+
 SMALL_MAX_AREA = 32**2
 MEDIUM_MAX_AREA = 96**2
 BUCKETS = ("small", "medium", "large")
@@ -81,54 +83,6 @@ def region_iou(pred_region: np.ndarray, region: tuple[int, int, int, int], gt_fu
 
 
 def coco_mask_ap(gt_dataset: dict, detections: list[dict]) -> dict[str, float]:
-    """Mask AP and AP50 from pycocotools COCOeval over the images that have detections."""
-    import contextlib
-    import copy
-    import io
-
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    if not detections:
-        return {"mask_AP": 0.0, "mask_AP50": 0.0}
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
-        gt = COCO()
-        # COCOeval swaps each GT segmentation for its RLE in place: work on copies, not the caller's annotations
-        gt.dataset = {k: copy.deepcopy(gt_dataset[k]) for k in ("images", "categories")}
-        # a box without a mask (a partly masked set) is neither a GT to find nor one COCOeval can rasterise
-        gt.dataset["annotations"] = _scorable(gt_dataset)
-        gt.createIndex()
-        dt = gt.loadRes(detections)
-        ev = COCOeval(gt, dt, iouType="segm")
-        ev.params.imgIds = sorted({d["image_id"] for d in detections})
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    ap, ap50 = (float(v) for v in ev.stats[:2])
-    # -1 means "no GT in range": report 0 rather than a negative precision
-    return {"mask_AP": max(ap, 0.0), "mask_AP50": max(ap50, 0.0)}
-
-
-def _scorable(gt_dataset: dict) -> list[dict]:
-    """Copies of the GT annotations COCOeval can score: those with a mask (no detection is made for the others;
-    polygon parts of fewer than 3 points dropped),
-    with the `iscrowd` and `area` it indexes (both optional in a COCO file; the area is the mask's)."""
-    import copy
-
-    from plumbing.coco import annotation_area
-    from plumbing.coco_values import usable_polygons
-
-    sizes = {image["id"]: (image["height"], image["width"]) for image in gt_dataset["images"]}
-    scorable = []
-    for ann in gt_dataset["annotations"]:
-        if not ann.get("segmentation"):
-            continue
-        ann = copy.deepcopy(ann)
-        if isinstance(ann["segmentation"], list):
-            ann["segmentation"] = usable_polygons(ann["segmentation"])
-            if not ann["segmentation"]:
-                continue  # only parts of fewer than 3 points: no area to score against
-        ann["iscrowd"] = int(ann.get("iscrowd", 0))
-        ann["area"] = annotation_area(ann, *sizes[ann["image_id"]])
-        scorable.append(ann)
-    return scorable
+    """Mask AP and AP50 over the images that have detections (MAL answers every box of those it labels)."""
+    ap = mask_ap(gt_dataset, detections, image_ids={d["image_id"] for d in detections})
+    return {"mask_AP": ap["mask_AP"], "mask_AP50": ap["mask_AP50"]}

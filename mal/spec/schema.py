@@ -7,7 +7,6 @@ importing that package. Without such a package the section is kept as a plain ma
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,45 +16,18 @@ from mal.archs import ARCHS
 from plumbing.fields import StrictModel
 from plumbing.lightning_run import SEED_MAX
 from plumbing.safe_yaml import dump_yaml
+from plumbing.tao_sections import CudnnConfig, Devices, WandbConfig, owned_section
 
 Action = Literal["train", "evaluate", "inference"]
 ACTIONS: tuple[str, ...] = ("train", "evaluate", "inference")
 SECTION_GROUP = "mal.spec_sections"
 
 
-def _owned_section(name: str) -> Any:
-    """The schema another installed package gives the section `name`, else a plain mapping."""
-    offered = [ep for ep in entry_points(group=SECTION_GROUP) if ep.name == name]
-    return offered[0].load() if offered else dict[str, Any]
-
-
-_AutoMLSection = _owned_section("automl")
-
-
+_AutoMLSection = owned_section(SECTION_GROUP, "automl")
 
 
 class _Section(StrictModel):
     """Every section of the MAL spec: strict (plumbing.fields.StrictModel)."""
-
-
-class _Devices(_Section):
-    """`num_gpus`/`gpu_ids` as in TAO: when they disagree, the setting with more GPUs wins."""
-
-    num_gpus: int = Field(1, ge=0, description="Number of GPUs (0 or no CUDA: CPU).")
-    gpu_ids: list[int] = Field(default_factory=lambda: [0], description="GPU indices to use.")
-    num_nodes: int = Field(1, ge=1, description="Number of nodes for multi-node DDP.")
-
-    @model_validator(mode="after")
-    def _reconcile_gpus(self) -> _Devices:
-        if any(i < 0 for i in self.gpu_ids):
-            raise ValueError(f"gpu_ids: {self.gpu_ids} has a negative index; GPU indices are >= 0")
-        if len(set(self.gpu_ids)) != len(self.gpu_ids):
-            raise ValueError(f"gpu_ids: {self.gpu_ids} repeats an index; each GPU may appear once")
-        if self.num_gpus > len(self.gpu_ids):
-            object.__setattr__(self, "gpu_ids", list(range(self.num_gpus)))
-        elif self.num_gpus and len(self.gpu_ids) > self.num_gpus:
-            object.__setattr__(self, "num_gpus", len(self.gpu_ids))
-        return self
 
 
 class DatasetConfig(_Section):
@@ -100,29 +72,7 @@ class ModelConfig(_Section):
     vit_dpr: float = Field(0.0, ge=0, lt=1, description="Stochastic depth (drop path) rate.")
 
 
-class CudnnConfig(_Section):
-    """TAO's `train.cudnn`: set as torch.backends.cudnn's switches before training."""
-
-    benchmark: bool = Field(False, description="Let cuDNN pick the fastest kernels per input shape (not reproducible).")
-    deterministic: bool = Field(True, description="Use deterministic cuDNN kernels only.")
-
-
-class WandbConfig(_Section):
-    """TAO's `wandb` section, kept so TAO specs load; runs are tracked in MLflow (`automl run`), not W&B."""
-
-    enable: bool = Field(False, description="Unused: W&B logging is not built in; studies log to MLflow.")
-    project: str = Field("TAO Toolkit", description="Unused (W&B project).")
-    entity: str = Field("", description="Unused (W&B entity).")
-    group: str = Field("", description="Unused (W&B group).")
-    tags: list[str] = Field(default_factory=lambda: ["tao-toolkit"], description="Unused (W&B tags).")
-    reinit: bool = Field(False, description="Unused.")
-    sync_tensorboard: bool = Field(False, description="Unused.")
-    save_code: bool = Field(False, description="Unused.")
-    name: str = Field("TAO Toolkit Training", description="Unused (W&B run name).")
-    run_id: str = Field("", description="Unused (W&B run id).")
-
-
-class TrainConfig(_Devices):
+class TrainConfig(Devices):
     cpu_processes: int = Field(
         1, ge=1, description="Training processes on CPU (num_gpus 0 or no CUDA): DDP over gloo, CPUs shared out."
     )
@@ -229,7 +179,7 @@ class TrainConfig(_Devices):
         return self
 
 
-class EvaluateConfig(_Devices):
+class EvaluateConfig(Devices):
     checkpoint: str | None = Field(None, description="Checkpoint to evaluate (required by `mal evaluate`).")
     trt_engine: str | None = Field(None, description="Unused (TensorRT engines are not supported).")
     results_dir: str | None = Field(None, description="Evaluation outputs; default <results_dir>/evaluate.")
@@ -246,7 +196,7 @@ class EvaluateConfig(_Devices):
     )
 
 
-class InferenceConfig(_Devices):
+class InferenceConfig(Devices):
     checkpoint: str | None = Field(None, description="Checkpoint that labels the boxes (required by `mal inference`).")
     trt_engine: str | None = Field(None, description="Unused (TensorRT engines are not supported).")
     results_dir: str | None = Field(None, description="Inference outputs; default <results_dir>/inference.")

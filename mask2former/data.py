@@ -43,7 +43,7 @@ def train_resize(a: Any) -> Resize:
     return Resize(tuple(a.train_min_size), a.train_max_size, tuple(a.train_crop_size), a.random_flip)
 
 
-def test_resize(a: Any) -> Resize:
+def eval_resize(a: Any) -> Resize:
     return Resize((a.test_min_size,), a.test_max_size)
 
 

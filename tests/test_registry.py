@@ -29,19 +29,25 @@ def _sources(package: str) -> dict[Path, str]:
 
 
 def test_automl_names_no_model_field_file_metric_or_module():
-    forbidden = re.compile(r"\bmal\.|mal_model_|\bmask_AP|\bmIoU|[\"']mal[\"']|^\s*(from|import) mal\b", re.M)
+    forbidden = re.compile(
+        r"\bmal\.|mal_model_|\bmask_AP|\bmIoU|[\"']mal[\"']|^\s*(from|import) mal\b|mask2former", re.M
+    )
     found = [f"{path.relative_to(ROOT)}: {m.group(0)!r}" for path, text in _sources("automl").items() for m in forbidden.finditer(text)]
     assert found == []
 
 
-@pytest.mark.parametrize(("package", "other"), [("mal", "automl"), ("plumbing", "automl"), ("plumbing", "mal")])
+@pytest.mark.parametrize(
+    ("package", "other"),
+    [("mal", "automl"), ("mask2former", "automl"), ("plumbing", "automl"), ("plumbing", "mal"), ("plumbing", "mask2former"),
+     ("mal", "mask2former"), ("mask2former", "mal")],
+)  # fmt: skip
 def test_a_package_never_imports_the_one_above_it(package, other):
     imports = re.compile(rf"^\s*(from|import) {other}\b", re.M)
     assert [str(p.relative_to(ROOT)) for p, text in _sources(package).items() if imports.search(text)] == []
 
 
 def test_every_file_says_its_one_job_in_its_first_line():
-    for package in ("mal", "automl", "plumbing"):
+    for package in ("mal", "mask2former", "automl", "plumbing"):
         for path, text in _sources(package).items():
             assert text.startswith('"""') and len(text.splitlines()[0]) > 3 + 20, f"{path}: no one-line docstring first"
 
@@ -52,7 +58,7 @@ def test_automl_help_imports_no_heavy_library():
     probe = (
         "import sys\nfrom automl.cli import main\nsys.argv = ['automl', '--help']\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "print([m for m in ('torch', 'ray', 'mlflow', 'optuna', 'lightning', 'mal') if m in sys.modules])"
+        "print([m for m in ('torch', 'ray', 'mlflow', 'optuna', 'lightning', 'transformers', 'mal', 'mask2former') if m in sys.modules])"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0 and "run" in done.stdout, done.stderr
@@ -69,9 +75,10 @@ def test_a_model_lacking_protocol_fields_is_refused_by_name():
 
 
 def test_unknown_model_names_are_one_line_with_a_suggestion():
-    with pytest.raises(UserError, match=r"unknown model 'mall' \(did you mean 'mal'\?\); registered: mal"):
+    with pytest.raises(UserError, match=r"unknown model 'mall' \(did you mean 'mal'\?\); registered: mal, mask2former"):
         get_model("mall")
-    assert get_model(None) is get_model("mal")  # the only registered model is the default
+    with pytest.raises(UserError, match=r"--model: choose one of the registered models \(mal, mask2former\)"):
+        get_model(None)  # two are registered: `automl run` without --model asks the spec (model_for_spec)
 
 
 def _toy_spec(tmp_path: Path) -> Path:

@@ -15,7 +15,7 @@ from pycocotools import mask as mask_utils
 
 from mask2former import checkpoint as ckpt
 from mask2former.classes import category_names, classes_of
-from mask2former.data import InstanceImages, loader, test_resize
+from mask2former.data import InstanceImages, loader, eval_resize
 from mask2former.module import Mask2FormerModule
 from mask2former.names import METRICS_FILE, PREDICTIONS_FILE
 from mask2former.spec import ExperimentSpec
@@ -71,7 +71,7 @@ def evaluate(spec: ExperimentSpec) -> tuple[dict[str, Any], Path]:
     d, e = spec.dataset, spec.evaluate
     coco = load_coco(d.val.instance_json, d.val.img_dir, check_images=True)
     module = load_module(spec, str(e.checkpoint), coco, val_gt=coco.raw)
-    images = InstanceImages(coco, sorted(coco.images), module.classes, test_resize(d.augmentation), d.pixel_mean, d.pixel_std, with_targets=False)
+    images = InstanceImages(coco, sorted(coco.images), module.classes, eval_resize(d.augmentation), d.pixel_mean, d.pixel_std, with_targets=False)
     detections, seen = [], []
     for image_id, instances in _predict(module, images, spec, d.val, e.num_gpus):
         seen.append(image_id)
@@ -108,7 +108,7 @@ def infer(spec: ExperimentSpec) -> dict[str, Any]:
     start = time.perf_counter()
     coco = load_coco(d.test.instance_json, d.test.img_dir, check_images=True) if d.test.instance_json else _folder_images(d.test.img_dir)
     module = load_module(spec, str(i.checkpoint), coco if d.test.instance_json else None)
-    images = InstanceImages(coco, sorted(coco.images), module.classes, test_resize(d.augmentation), d.pixel_mean, d.pixel_std, with_targets=False)
+    images = InstanceImages(coco, sorted(coco.images), module.classes, eval_resize(d.augmentation), d.pixel_mean, d.pixel_std, with_targets=False)
     annotations = []
     for image_id, instances in _predict(module, images, spec, d.test, i.num_gpus):
         for inst in instances:

@@ -14,7 +14,7 @@ import torch
 
 from mask2former import checkpoint as ckpt
 from mask2former.classes import classes_of
-from mask2former.data import InstanceImages, loader, test_resize, train_resize
+from mask2former.data import InstanceImages, loader, eval_resize, train_resize
 from mask2former.module import Mask2FormerModule
 from mask2former.names import BEST_NAME, LATEST_FILE, LATEST_NAME
 from mask2former.objective import objective
@@ -45,7 +45,7 @@ class FitResult:
 def validation_images(spec: ExperimentSpec, coco: CocoSet, classes: dict[int, int]) -> InstanceImages:
     """Every image of dataset.val at the test size, without targets (the metrics read the json)."""
     d = spec.dataset
-    return InstanceImages(coco, sorted(coco.images), classes, test_resize(d.augmentation), d.pixel_mean, d.pixel_std, with_targets=False)
+    return InstanceImages(coco, sorted(coco.images), classes, eval_resize(d.augmentation), d.pixel_mean, d.pixel_std, with_targets=False)
 
 
 def fit(

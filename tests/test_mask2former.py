@@ -16,7 +16,7 @@ from pycocotools import mask as mask_utils
 from automl.registry import get_model, model_for_spec
 from automl.space import load_space_file, resolve_space
 from mask2former.classes import class_indices, classes_of
-from mask2former.data import InstanceImages, collate, scaled_size, eval_resize, train_resize
+from mask2former.data import InstanceImages, collate, eval_resize, scaled_size, train_resize
 from mask2former.module import lr_factor
 from mask2former.predict import image_instances
 from mask2former.spec import ExperimentSpec, check_paths, load_spec, template

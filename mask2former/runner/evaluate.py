@@ -15,7 +15,7 @@ from pycocotools import mask as mask_utils
 
 from mask2former import checkpoint as ckpt
 from mask2former.classes import category_names, classes_of
-from mask2former.data import InstanceImages, loader, eval_resize
+from mask2former.data import InstanceImages, eval_resize, loader
 from mask2former.module import Mask2FormerModule
 from mask2former.names import METRICS_FILE, PREDICTIONS_FILE
 from mask2former.spec import ExperimentSpec

@@ -14,7 +14,7 @@ import torch
 
 from mask2former import checkpoint as ckpt
 from mask2former.classes import classes_of
-from mask2former.data import InstanceImages, loader, eval_resize, train_resize
+from mask2former.data import InstanceImages, eval_resize, loader, train_resize
 from mask2former.module import Mask2FormerModule
 from mask2former.names import BEST_NAME, LATEST_FILE, LATEST_NAME
 from mask2former.objective import objective

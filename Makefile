@@ -58,7 +58,7 @@ gpu-data:
 	cp -r $(or $(BENCH_DATA_DIR),../shared/data)/coco128-seg .gpu-data/
 
 lint: $(STAMP)
-	$(BIN)/ruff check mal automl plumbing tests bench
+	$(BIN)/ruff check mal mask2former automl plumbing tests bench
 
 clean:
 	rm -rf results runs mlruns mlflow.db .pytest_cache

@@ -12,7 +12,7 @@ import traceback
 
 from bench.common import DataMissing, console, require_data
 
-BENCHMARKS = ("overhead", "hpo_efficiency", "throughput", "quality", "prompts", "box_score", "startup")
+BENCHMARKS = ("overhead", "hpo_efficiency", "throughput", "quality", "prompts", "box_score", "downstream", "startup")
 
 
 def run_one(name: str, quick: bool) -> bool:

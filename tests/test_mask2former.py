@@ -257,3 +257,17 @@ def test_the_search_space_and_taos_schema_resolve_against_the_recipe():
     assert len(space.params) == 10
     for _ in range(5):
         model.with_values(spec, space.random_sample(rng))
+
+
+def test_the_backbone_trains_at_its_own_lr_and_can_be_frozen():
+    from mask2former.network import Mask2FormerNet
+
+    spec = load_spec(RECIPE)
+    net = Mask2FormerNet(spec.model, 1, spec.dataset.pixel_mean, spec.dataset.pixel_std)
+    backbone, rest = net.param_groups(1e-3, 0.1, 0.05)
+    in_backbone = sum(p.numel() for p in net.encoder.parameters() if p.requires_grad)
+    assert sum(p.numel() for p in backbone["params"]) == in_backbone > 0 and backbone["lr"] == pytest.approx(1e-4)
+    assert sum(p.numel() for p in rest["params"]) == sum(p.numel() for p in net.parameters()) - in_backbone
+    assert net.freeze(["backbone"]) > 0 and not any(p.requires_grad for p in net.encoder.parameters())
+    with pytest.raises(UserError, match="train.freeze: 'decoder' names no parameter"):
+        net.freeze(["decoder"])

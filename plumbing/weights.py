@@ -50,7 +50,7 @@ def load_matching(module: nn.Module, state: dict[str, torch.Tensor], what: str, 
     if not matched:
         raise UserError(
             f"{source}: no tensor fits the {what} (its keys look like {_names(list(state), 3)}); "
-            "is it a weight file for this model.arch?"
+            "is it a weight file for this network?"
         )
     module.load_state_dict(matched, strict=False)
     lines = [f"{what}: loaded {len(matched)}/{len(own)} tensors from {source}"]

@@ -271,3 +271,25 @@ def test_the_backbone_trains_at_its_own_lr_and_can_be_frozen():
     assert net.freeze(["backbone"]) > 0 and not any(p.requires_grad for p in net.encoder.parameters())
     with pytest.raises(UserError, match="train.freeze: 'decoder' names no parameter"):
         net.freeze(["decoder"])
+
+
+def test_swin_backbone_weights_load_from_our_files_and_bare_ones_a_foreign_layout_is_one_line(tmp_path):
+    from mask2former.network import Mask2FormerNet
+    from mask2former.pretrained import load_backbone
+
+    small = ["model.backbone.type=swin", "model.backbone.swin.embed_dim=24", "model.backbone.swin.depths=[1, 1, 1, 1]",
+             "model.backbone.swin.num_heads=[1, 2, 3, 6]", "model.mask_former.hidden_dim=32", "model.sem_seg_head.convs_dim=32"]  # fmt: skip
+    spec = load_spec(None, small)
+    net = Mask2FormerNet(spec.model, 2, spec.dataset.pixel_mean, spec.dataset.pixel_std)
+    assert load_backbone(net, None) == ["no model.backbone.pretrained_weights: the backbone starts from random init"]
+    encoder = {k: v for k, v in net.state_dict().items() if k.startswith("model.model.pixel_level_module.encoder.")}
+    torch.save({"state_dict": {f"net.{k}": v for k, v in encoder.items()}}, tmp_path / "ours.pth")
+    swin = "model.model.pixel_level_module.encoder.swin."
+    bare = {k.removeprefix(swin): v for k, v in encoder.items() if k.startswith(swin)}  # a SwinModel's own file
+    torch.save(bare, tmp_path / "bare.pth")
+    for name, loaded in (("ours.pth", len(encoder)), ("bare.pth", len(bare))):
+        lines = load_backbone(net, str(tmp_path / name))
+        assert lines[0].startswith(f"backbone: loaded {loaded}/{len(encoder)} tensors"), lines
+    torch.save({"layers.0.blocks.0.attn.qkv.weight": torch.zeros(72, 24)}, tmp_path / "release.pth")
+    with pytest.raises(UserError, match="release.pth: no tensor fits the backbone"):
+        load_backbone(net, str(tmp_path / "release.pth"))

@@ -35,7 +35,7 @@ SEEDS_ENV = "BENCH_DOWNSTREAM_SEEDS"  # how many Mask2Former seeds per variant (
 FULL = {"mal": [], "mask2former": [], "seeds": int(os.environ.get(SEEDS_ENV, "2"))}
 QUICK = {"mal": ["train.num_epochs=1"], "mask2former": ["train.num_epochs=1"], "seeds": 1}
 VARIANTS = ("human masks", "MAL masks", "box-fill masks")
-AP = ("mask_AP", "mask_AP50", "mask_AP75")
+AP = ("mask_AP", "mask_AP50", "mask_AP75", "mask_AP_large")
 
 
 def _box_polygon(bbox: list[float]) -> list[list[float]]:
@@ -150,10 +150,10 @@ def run(quick: bool) -> None:
     shutil.rmtree(folder, ignore_errors=True)
     figures = {**summarise(runs), "labels": label_figures}
     rows = [[variant, *(figures[variant][k] for k in AP),
-             *((figures[variant]["percent_of_fully_supervised"][k] for k in AP) if variant != VARIANTS[0] else ("100", "100", "100"))]
+             *((figures[variant]["percent_of_fully_supervised"][k] for k in AP) if variant != VARIANTS[0] else [100] * len(AP))]
             for variant in VARIANTS]  # fmt: skip
     print_table(f"downstream: Mask2Former trained on each set of masks, mask AP on coco128-seg val{' [quick]' if quick else ''}",
-                ["trained on", "mask AP", "AP50", "AP75", "% AP", "% AP50", "% AP75"], rows)
+                ["trained on", "mask AP", "AP50", "AP75", "AP large", "% AP", "% AP50", "% AP75", "% AP large"], rows)
     settings = {
         "mal_spec": str(MAL_SPEC.relative_to(ROOT)), "mal_overrides": s["mal"],
         "mask2former_spec": str(M2F_SPEC.relative_to(ROOT)), "mask2former_overrides": s["mask2former"],

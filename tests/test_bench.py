@@ -81,8 +81,8 @@ def test_downstream_training_files_differ_only_in_their_masks(tmp_path):
     assert all(v[1] == train["annotations"][1] for v in anns.values())  # a crowd region is left as it is
     assert all({k: a for k, a in v[0].items() if k != "segmentation"} == {k: a for k, a in train["annotations"][0].items()
                                                                           if k != "segmentation"} for v in anns.values())  # fmt: skip
-    runs = {"human masks": [{"mask_AP": 0.2, "mask_AP50": 0.4, "mask_AP75": 0.0}, {"mask_AP": 0.4, "mask_AP50": 0.4, "mask_AP75": 0.0}],
-            "MAL masks": [{"mask_AP": 0.15, "mask_AP50": 0.3, "mask_AP75": 0.1}] * 2,
-            "box-fill masks": [{"mask_AP": 0.0, "mask_AP50": 0.1, "mask_AP75": 0.0}] * 2}  # fmt: skip
+    runs = {"human masks": [{"mask_AP": 0.2, "mask_AP50": 0.4, "mask_AP75": 0.0, "mask_AP_large": 0.5}, {"mask_AP": 0.4, "mask_AP50": 0.4, "mask_AP75": 0.0, "mask_AP_large": 0.5}],
+            "MAL masks": [{"mask_AP": 0.15, "mask_AP50": 0.3, "mask_AP75": 0.1, "mask_AP_large": 0.25}] * 2,
+            "box-fill masks": [{"mask_AP": 0.0, "mask_AP50": 0.1, "mask_AP75": 0.0, "mask_AP_large": 0.1}] * 2}  # fmt: skip
     figures = summarise(runs)
-    assert figures["MAL masks"]["percent_of_fully_supervised"] == {"mask_AP": 50.0, "mask_AP50": 75.0, "mask_AP75": None}
+    assert figures["MAL masks"]["percent_of_fully_supervised"] == {"mask_AP": 50.0, "mask_AP50": 75.0, "mask_AP75": None, "mask_AP_large": 50.0}

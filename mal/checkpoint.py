@@ -39,11 +39,7 @@ def load(path: str | Path, *, mmap: bool = False, foreign: bool = False) -> dict
 def check_training_checkpoint(path: str | Path) -> None:
     """What Lightning needs to resume (weights and optimizer state), checked before a run starts."""
     checkpoint = load(path, mmap=True)
-    if not isinstance(checkpoint.get("state_dict"), dict) or "optimizer_states" not in checkpoint:
-        raise UserError(
-            f"{path} is not a training checkpoint (no optimizer state) and cannot be resumed; "
-            "to start from its weights, set train.pretrained_model_path instead"
-        )
+    torch_files.require_resumable(checkpoint, path)
     try:
         network_state(checkpoint)
     except UserError as exc:

@@ -83,12 +83,7 @@ def check_fits(path: str | Path, expected: dict[str, torch.Tensor]) -> None:
 
 def check_training_checkpoint(path: str | Path) -> None:
     """What Lightning needs to resume (weights and optimizer state), checked before a run starts."""
-    checkpoint = load(path, mmap=True)
-    if not isinstance(checkpoint.get("state_dict"), dict) or "optimizer_states" not in checkpoint:
-        raise UserError(
-            f"{path} is not a training checkpoint (no optimizer state) and cannot be resumed; "
-            "to start from its weights, set train.pretrained_model_path instead"
-        )
+    torch_files.require_resumable(load(path, mmap=True), path)
 
 
 def export_weights(checkpoint_path: str | Path, target: str | Path) -> Path:

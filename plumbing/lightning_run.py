@@ -8,8 +8,11 @@ import logging
 import os
 import secrets
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from plumbing.errors import TrainingFailure
 
 SEED_MAX = 2**32 - 1  # numpy's seeds are unsigned 32-bit
 EPOCH_TEMPLATE = "model_epoch_{epoch:03d}"
@@ -17,6 +20,31 @@ STEP_TEMPLATE = "model_epoch_{epoch:03d}_step_{step:05d}"
 EXTENSION = ".pth"
 
 log = logging.getLogger("plumbing")
+
+
+class OutOfMemory(TrainingFailure):
+    """A training run did not fit in memory; the message says which knob to turn."""
+
+
+@dataclass
+class FitResult:
+    train_dir: Path
+    epochs_run: int
+    best_metric: float
+    best_checkpoint: Path | None
+    metric: str  # what best_metric is: the validation metric that picked the best checkpoint
+
+    @classmethod
+    def of(cls, train_dir: Path, trainer: Any, best: Any) -> FitResult:
+        """What a finished Trainer and its best-checkpoint callback say about the run."""
+        score = best.best_model_score
+        return cls(
+            train_dir=train_dir,
+            epochs_run=trainer.current_epoch,
+            best_metric=float(score) if score is not None else float("nan"),
+            best_checkpoint=Path(best.best_model_path) if best.best_model_path else None,
+            metric=best.monitor,
+        )
 
 
 def quiet_lightning() -> None:

@@ -56,6 +56,11 @@ def is_registered_model(location: str) -> bool:
     return location == CHAMPION or location.startswith("models:/")
 
 
+def is_local_file(location: str | None) -> bool:
+    """A path on this machine: set, not a URI, not a registered model (those are checked when fetched)."""
+    return bool(location) and not is_remote(location) and not is_registered_model(location)
+
+
 def resolve_registered(location: str, group: str, registered_name: str) -> str:
     """`location` as given, or the local weights file of a registered model reference, fetched by the resolver
     an installed package offers in the entry-point group `group` (automl does, through MLflow)."""

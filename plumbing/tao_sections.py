@@ -4,11 +4,13 @@ package owns (the `automl` section, offered through an entry-point group), share
 from __future__ import annotations
 
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field, model_validator
 
 from plumbing.fields import StrictModel
+from plumbing.safe_yaml import dump_yaml
 
 
 def owned_section(group: str, name: str) -> Any:
@@ -57,3 +59,18 @@ class WandbConfig(StrictModel):
     save_code: bool = Field(False, description="Unused.")
     name: str = Field("TAO Toolkit Training", description="Unused (W&B run name).")
     run_id: str = Field("", description="Unused (W&B run id).")
+
+
+class ExperimentSpecBase(StrictModel):
+    """A TAO experiment spec's top level: `results_dir`, and per action a section with its own `results_dir`."""
+
+    def output_dir(self, action: str) -> Path:
+        """Where an action writes: its own results_dir, else <results_dir>/<action>."""
+        own = getattr(self, action).results_dir
+        return Path(own) if own else Path(self.results_dir) / action
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return dump_yaml(self.to_dict())

@@ -67,6 +67,15 @@ def _refusal(exc: pickle.UnpicklingError) -> str:
     return "not a weights-only torch checkpoint (corrupt, or a pickle of Python objects)"
 
 
+def require_resumable(checkpoint: dict[str, Any], path: str | Path) -> None:
+    """What Lightning needs to resume (weights and optimizer state), checked before a run starts."""
+    if not isinstance(checkpoint.get("state_dict"), dict) or "optimizer_states" not in checkpoint:
+        raise UserError(
+            f"{path} is not a training checkpoint (no optimizer state) and cannot be resumed; "
+            "to start from its weights, set train.pretrained_model_path instead"
+        )
+
+
 def save_atomic(obj: Any, path: str | Path) -> Path:
     """torch.save through a temp file and a rename: a kill mid-save leaves the previous file intact."""
     path = Path(path)

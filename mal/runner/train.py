@@ -6,15 +6,12 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from mal import checkpoint as ckpt
 from mal.data import EpochSampler, MALTrainDataset, rank_and_world, usable_train_instances
-from mal.errors import TrainingFailure
 from mal.module import MALModule
 from mal.names import BEST_NAME, LATEST_FILE, LATEST_NAME
 from mal.objective import judged_by
@@ -23,35 +20,17 @@ from mal.spec import ExperimentSpec
 from plumbing import step_stopping as stopping
 from plumbing.coco import load_coco
 from plumbing.devices import precision, use_gpu
-from plumbing.lightning_run import keep_best, periodic_checkpoints, quiet_lightning, run_seed
+from plumbing.lightning_run import (
+    FitResult,
+    OutOfMemory,
+    keep_best,
+    periodic_checkpoints,
+    quiet_lightning,
+    run_seed,
+)
 from plumbing.torch_files import AtomicCheckpointIO
 
 log = logging.getLogger("mal")
-
-
-class OutOfMemory(TrainingFailure):
-    """A training run did not fit in memory; the message says which knob to turn."""
-
-
-@dataclass
-class FitResult:
-    train_dir: Path
-    epochs_run: int
-    best_metric: float
-    best_checkpoint: Path | None
-    metric: str = "mIoU"  # what best_metric is: the validation metric that picked the best checkpoint
-
-    @classmethod
-    def of(cls, train_dir: Path, trainer: Any, best: Any) -> FitResult:
-        """What a finished Trainer and its best-checkpoint callback say about the run."""
-        score = best.best_model_score
-        return cls(
-            train_dir=train_dir,
-            epochs_run=trainer.current_epoch,
-            best_metric=float(score) if score is not None else float("nan"),
-            best_checkpoint=Path(best.best_model_path) if best.best_model_path else None,
-            metric=best.monitor,
-        )
 
 
 def fit(

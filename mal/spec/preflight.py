@@ -5,7 +5,6 @@ from __future__ import annotations
 from mal.spec.outputs import check_outputs
 from mal.spec.schema import ExperimentSpec
 from plumbing.errors import UserError
-from plumbing.files import is_remote
 
 
 def required_paths(spec: ExperimentSpec, action: str) -> list[tuple[str, str | None]]:
@@ -87,10 +86,7 @@ def _check_data(spec: ExperimentSpec, action: str) -> None:
 def _check_checkpoints(spec: ExperimentSpec, action: str) -> None:
     """Checkpoints are read weights-only with their tensors mapped, not loaded: cheap even for big files."""
     from mal import checkpoint as ckpt
-    from plumbing.storage import is_registered_model
-
-    def local(path: str | None) -> bool:
-        return bool(path) and not is_remote(path) and not is_registered_model(path)
+    from plumbing.storage import is_local_file as local
 
     if action in ("evaluate", "inference"):
         path = getattr(spec, action).checkpoint

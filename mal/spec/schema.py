@@ -7,16 +7,14 @@ importing that package. Without such a package the section is kept as a plain ma
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from mal.archs import ARCHS
 from plumbing.fields import StrictModel
 from plumbing.lightning_run import SEED_MAX
-from plumbing.safe_yaml import dump_yaml
-from plumbing.tao_sections import CudnnConfig, Devices, WandbConfig, owned_section
+from plumbing.tao_sections import CudnnConfig, Devices, ExperimentSpecBase, WandbConfig, owned_section
 
 Action = Literal["train", "evaluate", "inference"]
 ACTIONS: tuple[str, ...] = ("train", "evaluate", "inference")
@@ -213,7 +211,7 @@ class InferenceConfig(Devices):
     )
 
 
-class ExperimentSpec(_Section):
+class ExperimentSpec(ExperimentSpecBase):
     results_dir: str = Field("/results", description="Root of all outputs.")
     model_name: str = Field("", description="Unused (TAO's model name for model-agnostic tasks).")
     encryption_key: str | None = Field(None, description="Unused: checkpoints are not encrypted.")
@@ -249,14 +247,3 @@ class ExperimentSpec(_Section):
         if bad:
             raise ValueError(f"model.frozen_stages: {bad} outside -1..{depth} for {self.model.arch}")
         return self
-
-    def output_dir(self, action: str) -> Path:
-        """Where an action writes: its own results_dir, else <results_dir>/<action>."""
-        own = getattr(self, action).results_dir
-        return Path(own) if own else Path(self.results_dir) / action
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
-    def to_yaml(self) -> str:
-        return dump_yaml(self.to_dict())

@@ -6,8 +6,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,24 +20,17 @@ from mask2former.spec import ExperimentSpec
 from plumbing import step_stopping as stopping
 from plumbing.coco import CocoSet, load_coco
 from plumbing.devices import precision, use_gpu
-from plumbing.errors import TrainingFailure
-from plumbing.lightning_run import keep_best, periodic_checkpoints, quiet_lightning, run_seed
+from plumbing.lightning_run import (
+    FitResult,
+    OutOfMemory,
+    keep_best,
+    periodic_checkpoints,
+    quiet_lightning,
+    run_seed,
+)
 from plumbing.torch_files import AtomicCheckpointIO
 
 log = logging.getLogger("mask2former")
-
-
-class OutOfMemory(TrainingFailure):
-    """A training run did not fit in memory; the message says which knob to turn."""
-
-
-@dataclass
-class FitResult:
-    train_dir: Path
-    epochs_run: int
-    best_metric: float
-    best_checkpoint: Path | None
-    metric: str
 
 
 def validation_images(spec: ExperimentSpec, coco: CocoSet, classes: dict[int, int]) -> InstanceImages:
@@ -134,9 +125,4 @@ def fit(
             f"out of {'GPU' if gpu else 'host'} memory at dataset.train.batch_size={d.train.batch_size}, "
             f"train_crop_size={d.augmentation.train_crop_size}: lower one of them ({str(exc).splitlines()[0][:160]})"
         ) from None
-    score = best.best_model_score
-    return FitResult(
-        train_dir=train_dir, epochs_run=trainer.current_epoch,
-        best_metric=float(score) if score is not None else float("nan"),
-        best_checkpoint=Path(best.best_model_path) if best.best_model_path else None, metric=metric,
-    )
+    return FitResult.of(train_dir, trainer, best)

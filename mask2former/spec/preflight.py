@@ -100,10 +100,7 @@ def _check_data(spec: ExperimentSpec, action: str) -> None:
 def _check_checkpoints(spec: ExperimentSpec, action: str) -> None:
     """Checkpoints are read weights-only with their tensors mapped, not loaded: cheap even for big files."""
     from mask2former import checkpoint as ckpt
-    from plumbing.storage import is_registered_model
-
-    def local(path: str | None) -> bool:
-        return bool(path) and not is_remote(path) and not is_registered_model(path)
+    from plumbing.storage import is_local_file as local
 
     if action in ("evaluate", "inference"):
         path = getattr(spec, action).checkpoint

@@ -8,7 +8,6 @@ offers it), as for MAL.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -16,8 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from mask2former.backbones import BACKBONES, NOT_AVAILABLE
 from plumbing.fields import StrictModel
 from plumbing.lightning_run import SEED_MAX
-from plumbing.safe_yaml import dump_yaml
-from plumbing.tao_sections import CudnnConfig, Devices, WandbConfig, owned_section
+from plumbing.tao_sections import CudnnConfig, Devices, ExperimentSpecBase, WandbConfig, owned_section
 
 ACTIONS: tuple[str, ...] = ("train", "evaluate", "inference")
 SECTION_GROUP = "mask2former.spec_sections"
@@ -308,7 +306,7 @@ class InferenceConfig(Devices):
     trt_engine: str | None = Field(None, description="Unused (no TensorRT engines).")
 
 
-class ExperimentSpec(StrictModel):
+class ExperimentSpec(ExperimentSpecBase):
     results_dir: str = Field("/results", description="Root of all outputs.")
     model_name: str = Field("", description="Unused (TAO's model name).")
     encryption_key: str | None = Field(None, description="Unused: checkpoints are not encrypted.")
@@ -333,14 +331,3 @@ class ExperimentSpec(StrictModel):
         if a.test_min_size > a.test_max_size:
             raise ValueError(f"dataset.augmentation.test_min_size: {a.test_min_size} must not exceed test_max_size ({a.test_max_size})")
         return self
-
-    def output_dir(self, action: str) -> Path:
-        """Where an action writes: its own results_dir, else <results_dir>/<action>."""
-        own = getattr(self, action).results_dir
-        return Path(own) if own else Path(self.results_dir) / action
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
-    def to_yaml(self) -> str:
-        return dump_yaml(self.to_dict())

@@ -19,6 +19,15 @@ def owned_section(group: str, name: str) -> Any:
     return offered[0].load() if offered else dict[str, Any]
 
 
+def check_intervals(train: Any) -> None:
+    """TAO's start-up assertions on a `train` section: an interval longer than the run would never validate or save."""
+    n = train.num_epochs
+    if train.validation_interval > n:
+        raise ValueError(f"validation_interval: {train.validation_interval} must be at most num_epochs ({n})")
+    if train.checkpoint_interval_unit == "epoch" and train.checkpoint_interval > n:
+        raise ValueError(f"checkpoint_interval: {train.checkpoint_interval} epochs must be at most num_epochs ({n})")
+
+
 class Devices(StrictModel):
     """`num_gpus`/`gpu_ids` as in TAO: when they disagree, the setting with more GPUs wins."""
 

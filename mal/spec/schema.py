@@ -14,7 +14,14 @@ from pydantic import Field, field_validator, model_validator
 from mal.archs import ARCHS
 from plumbing.fields import StrictModel
 from plumbing.lightning_run import SEED_MAX
-from plumbing.tao_sections import CudnnConfig, Devices, ExperimentSpecBase, WandbConfig, owned_section
+from plumbing.tao_sections import (
+    CudnnConfig,
+    Devices,
+    ExperimentSpecBase,
+    WandbConfig,
+    check_intervals,
+    owned_section,
+)
 
 Action = Literal["train", "evaluate", "inference"]
 ACTIONS: tuple[str, ...] = ("train", "evaluate", "inference")
@@ -167,13 +174,9 @@ class TrainConfig(Devices):
     @model_validator(mode="after")
     def _fits_the_run(self) -> TrainConfig:
         """TAO's start-up assertions: an interval longer than the run would never validate or save."""
-        n = self.num_epochs
-        if self.validation_interval > n:
-            raise ValueError(f"validation_interval: {self.validation_interval} must be at most num_epochs ({n})")
-        if self.checkpoint_interval_unit == "epoch" and self.checkpoint_interval > n:
-            raise ValueError(f"checkpoint_interval: {self.checkpoint_interval} epochs must be at most num_epochs ({n})")
-        if self.warmup_epochs > n:
-            raise ValueError(f"warmup_epochs: {self.warmup_epochs} must be at most num_epochs ({n})")
+        check_intervals(self)
+        if self.warmup_epochs > self.num_epochs:
+            raise ValueError(f"warmup_epochs: {self.warmup_epochs} must be at most num_epochs ({self.num_epochs})")
         return self
 
 

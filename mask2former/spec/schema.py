@@ -15,7 +15,14 @@ from pydantic import Field, field_validator, model_validator
 from mask2former.backbones import BACKBONES, NOT_AVAILABLE
 from plumbing.fields import StrictModel
 from plumbing.lightning_run import SEED_MAX
-from plumbing.tao_sections import CudnnConfig, Devices, ExperimentSpecBase, WandbConfig, owned_section
+from plumbing.tao_sections import (
+    CudnnConfig,
+    Devices,
+    ExperimentSpecBase,
+    WandbConfig,
+    check_intervals,
+    owned_section,
+)
 
 ACTIONS: tuple[str, ...] = ("train", "evaluate", "inference")
 SECTION_GROUP = "mask2former.spec_sections"
@@ -286,11 +293,7 @@ class TrainConfig(Devices):
 
     @model_validator(mode="after")
     def _fits_the_run(self) -> TrainConfig:
-        n = self.num_epochs
-        if self.validation_interval > n:
-            raise ValueError(f"validation_interval: {self.validation_interval} must be at most num_epochs ({n})")
-        if self.checkpoint_interval_unit == "epoch" and self.checkpoint_interval > n:
-            raise ValueError(f"checkpoint_interval: {self.checkpoint_interval} epochs must be at most num_epochs ({n})")
+        check_intervals(self)
         return self
 
 

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from plumbing.coco import CocoSet
 
 MASK_METRICS = ("mIoU", *(f"mIoU_{bucket}" for bucket in BUCKETS), "mask_AP", "mask_AP50")
-BOX_METRICS = ("box_score", "box_projection", "box_edge")  # the score and its two factors (mal/box_score.py)
+BOX_METRICS = ("box_score", "box_projection", "box_edge")  # the score and two diagnostics (mal/box_score.py)
 # Every validation metric MAL reports, all higher-is-better; the first is a study's default objective.
 METRICS = {name: "max" for name in (*MASK_METRICS, *BOX_METRICS)}
 

@@ -11,8 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from mal.box_score import edge_agreement, mask_scores, projection_fill
+from mal.box_score import colour_agreement, edge_agreement, mask_scores, projection_fill
 from mal.data import box_crop, eval_margins, normalize
+from mal.data.crops import IMAGENET_MEAN, IMAGENET_STD
 from mal.metrics import class_balanced_mean
 from mal.module import compute_metrics
 from mal.objective import judged_by
@@ -42,6 +43,19 @@ def test_edge_agreement_prefers_an_outline_on_the_colour_edge():
     shifted = edge_agreement(_box(32, 14, 14, 26, 26), rgb).item()
     assert on_edge > 0.9 and on_edge > shifted + 0.2
     assert edge_agreement(torch.zeros(1, 1, 32, 32), rgb).item() == 0.0
+
+
+def test_colour_agreement_prefers_the_object_to_the_filled_box_and_to_part_of_it():
+    rgb = torch.full((1, 3, 32, 32), 0.5)
+    rgb[..., 10:22, 10:22] = torch.tensor([0.9, 0.1, 0.1]).view(1, 3, 1, 1)  # a red square on grey
+    box = _box(32, 6, 6, 26, 26)  # a loose box: grey inside it too, and grey around it
+    exact = colour_agreement(_box(32, 10, 10, 22, 22), rgb, box).item()
+    filled = colour_agreement(box, rgb, box).item()
+    half = colour_agreement(_box(32, 10, 10, 16, 22), rgb, box).item()
+    assert exact > 0.95 and exact > filled + 0.3 and exact > half + 0.1
+    assert colour_agreement(torch.zeros(1, 1, 32, 32), rgb, box).item() == 0.0
+    normalised = (rgb - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    assert mask_scores(_box(32, 10, 10, 22, 22), normalised, box)["box_score"].item() == pytest.approx(exact, abs=1e-4)
 
 
 def _crop_scores(coco, crop_size: int) -> tuple[list[float], list[float], list[int]]:

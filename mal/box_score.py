@@ -1,12 +1,12 @@
 """box_score: how good a box's predicted mask looks from the box and the photo alone, no ground-truth mask.
 
-The score (`box_colour`, reported as `box_score`) asks whether the mask splits the box the way the photo's
-colours do, GrabCut's question turned into a measure. On the test crop, the crop outside the box is known
-background; the mask is the object's claimed pixels. Two colour histograms, one of each, give every pixel of
-the box a probability of being object, p = F(c) / (F(c) + B(c)). The score is the mean agreement of the mask
-with it over the box: p where the mask is on, 1 - p where it is off. A filled box claims the background
-inside the box as object, whose colours the ring outside the box also holds, so those pixels agree poorly;
-a mask that leaves object pixels out disagrees on them, since nothing outside the box looks like them.
+The score, `box_score`, asks whether the mask splits the box the way the photo's colours do, GrabCut's
+question turned into a measure. On the test crop, the crop outside the box is known background; the mask is
+the object's claimed pixels. Two colour histograms, one of each, give every pixel of the box a probability of
+being object, p = F(c) / (F(c) + B(c)). The score is the mean agreement of the mask with it over the box: p
+where the mask is on, 1 - p where it is off. A filled box claims the background inside the box as object,
+whose colours the ring outside the box also holds, so those pixels agree poorly; a mask that leaves object
+pixels out disagrees on them, since nothing outside the box looks like them.
 
 Two diagnostics from earlier designs are reported beside it (they rank models worse, see the README):
 - projection: the Dice of the mask's row and column projections with the box's (MIL's constraint);

@@ -92,6 +92,7 @@ def test_the_filled_box_scores_below_the_true_masks_on_real_photos(shared_data):
     coco = load_coco(str(root / "annotations" / "val.json"), str(root / "images"))
     true, filled, categories = _crop_scores(coco, 128)
     assert class_balanced_mean(true, categories) > class_balanced_mean(filled, categories) + 0.03
+    assert np.mean(np.array(true) > np.array(filled)) > 0.7  # 78% measured on 2026-12-05
 
 
 def _record(ann_id: int, category: int, score: float, iou: float | None = None) -> dict:

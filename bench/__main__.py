@@ -13,13 +13,14 @@ import traceback
 from bench.common import DataMissing, console, require_data
 
 BENCHMARKS = ("overhead", "hpo_efficiency", "throughput", "quality", "prompts", "box_score", "downstream", "startup")
+ON_REQUEST = ("record_curves",)  # rewrites committed data (bench/data): run only when named
 
 
-def run_one(name: str, quick: bool) -> bool:
-    """Run one benchmark; True when it finished."""
-    module = importlib.import_module(f"bench.{name}")
+def run_one(name: str, quick: bool, replay: bool = False) -> bool:
+    """Run one benchmark; True when it finished. `replay` turns hpo_efficiency into its replay version."""
+    module = importlib.import_module("bench.hpo_replay" if replay and name == "hpo_efficiency" else f"bench.{name}")
     start = time.time()
-    console.rule(f"[bold]{name}[/]{' (quick)' if quick else ''}")
+    console.rule(f"[bold]{module.NAME}[/]{' (quick)' if quick else ''}")
     try:
         for dataset in module.DATA:
             require_data(dataset)
@@ -38,13 +39,18 @@ def run_one(name: str, quick: bool) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller settings: all of them in about 5 minutes on 2 cores")
-    parser.add_argument("names", nargs="*", metavar="NAME", help=f"any of {', '.join(BENCHMARKS)} (default: all, in that order)")
+    parser.add_argument("--replay", action="store_true",
+                        help="hpo_efficiency on recorded curves (bench/data, from record_curves): many seeds in minutes")
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help=f"any of {', '.join(BENCHMARKS)} (default: all, in that order), or {', '.join(ON_REQUEST)}")
     args = parser.parse_args()
-    unknown = [n for n in args.names if n not in BENCHMARKS]
+    unknown = [n for n in args.names if n not in BENCHMARKS + ON_REQUEST]
     if unknown:
-        parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")
+        parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS + ON_REQUEST)}")
+    if args.replay and "hpo_efficiency" not in args.names:
+        parser.error("--replay goes with hpo_efficiency: python -m bench hpo_efficiency --replay")
     start = time.time()
-    failed = [name for name in (args.names or BENCHMARKS) if not run_one(name, args.quick)]
+    failed = [name for name in (args.names or BENCHMARKS) if not run_one(name, args.quick, args.replay)]
     console.print(f"{len(args.names or BENCHMARKS) - len(failed)} benchmarks done in {time.time() - start:.0f} s"
                   + (f"; [red]failed: {', '.join(failed)}[/]" if failed else ""))
     raise SystemExit(1 if failed else 0)

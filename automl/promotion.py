@@ -18,10 +18,13 @@ from plumbing.safe_yaml import dump_yaml
 
 
 class Promoter:
-    """The final evaluation's process, started with the study so that its imports (seconds of torch and
-    Lightning) are done by the time the last trial ends. Idle until then; it holds no CPU."""
+    """The final evaluation's process, warmed ahead so that its imports (seconds of torch and Lightning) are
+    done by the time the last trial ends. Idle until then; it holds no CPU."""
 
     def __init__(self, modules: str) -> None:
+        import torch  # run() needs it; importing it here keeps it off the study's end
+
+        del torch
         for module in modules.split(","):
             importlib.import_module(module)
 
@@ -32,13 +35,34 @@ class Promoter:
         return work(*args)
 
 
-def start_promoter(model: TunableModel, settings: dict[str, Any]) -> Any:
-    """A warm Promoter for studies on CPUs; GPU studies evaluate in a task given a trial's GPU at the end."""
-    import ray
+class WarmPromoter:
+    """The study's Promoter, started on demand: the driver starts it at the first trial result, so that on a
+    small machine its imports do not compete with the first trials' own (they delay the first training step).
+    Studies on GPUs or with DDP trials have none: they evaluate in a task given a trial's resources."""
 
-    if settings["gpus_per_trial"] or settings["workers_per_trial"] > 1:
-        return None
-    return ray.remote(Promoter).options(num_cpus=0).remote(model.code_modules())
+    def __init__(self, model: TunableModel, settings: dict[str, Any]) -> None:
+        self.modules = model.code_modules()
+        self.wanted = not settings["gpus_per_trial"] and settings["workers_per_trial"] == 1
+        self._actor: Any = None
+
+    def start(self) -> None:
+        if self.wanted and self._actor is None:
+            import ray
+
+            self._actor = ray.remote(Promoter).options(num_cpus=0).remote(self.modules)
+
+    @property
+    def actor(self) -> Any:
+        """The Promoter actor (started now if no trial has reported), or None where the study has none."""
+        self.start()
+        return self._actor
+
+    def stop(self) -> None:
+        if self._actor is not None:
+            import ray
+
+            ray.kill(self._actor)
+            self._actor = None
 
 
 def promote(

@@ -38,13 +38,14 @@ class StudyRecorder(Callback):
         self.log_checkpoints = log_checkpoints
         self.scheduler = scheduler
         self.status = LiveStatus(console, state, self.max_trials)
+        self.on_first_result: Any = None  # called once, at the first result any trial reports
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its run config into the experiment state; a console and a thread do not pickle
-        return {k: v for k, v in self.__dict__.items() if k not in ("console", "tracking", "status")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("console", "tracking", "status", "on_first_result")}
 
     def __setstate__(self, data: dict[str, Any]) -> None:
-        self.__dict__.update(data, console=Console(), tracking=None)
+        self.__dict__.update(data, console=Console(), tracking=None, on_first_result=None)
         self.status = LiveStatus(self.console, self.state, self.max_trials)
 
     def setup(self, **info: Any) -> None:
@@ -82,6 +83,9 @@ class StudyRecorder(Callback):
         self.console.print(f"[dim]start[/] {trial.trial_id}  " + "  ".join(f"{k}={_fmt(v)}" for k, v in rec.params.items()))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        if self.on_first_result is not None:
+            started, self.on_first_result = self.on_first_result, None
+            started()
         rec = self.state.record(trial.trial_id, trial.config)
         epoch = int(result.get("epoch", rec.epochs))
         if rec.status in FINAL or any(h["epoch"] == epoch for h in rec.history):

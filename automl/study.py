@@ -12,7 +12,7 @@ from rich.console import Console
 from automl import algorithms, driver, stopping
 from automl.champion import rescore_champion
 from automl.gain import study_gain
-from automl.promotion import baselines_on_worker, evaluate_on_worker, promote, start_promoter
+from automl.promotion import WarmPromoter, baselines_on_worker, evaluate_on_worker, promote
 from automl.recorder import StudyRecorder, scheduler_resumable
 from automl.registry import TunableModel, get_model
 from automl.settings import AutoMLConfig, study_config
@@ -170,7 +170,8 @@ def _fit_and_conclude(
 ) -> StudyResult:
     """The trials, then the best one promoted; a stop signal on the way ends the study as `interrupted`."""
     try:
-        promoter = start_promoter(model, state.settings)
+        promoter = WarmPromoter(model, state.settings)
+        recorder.on_first_result = promoter.start
         with signals.deferred():  # a signal stops Tune gracefully (stopping.StopTune), then comes back here
             try:
                 tuner.fit()
@@ -208,7 +209,8 @@ def _drop_unsnapshotted(state: StudyState, experiment: Path, tracking: Backgroun
 
 
 def _conclude(
-    model: TunableModel, spec: Any, state: StudyState, tracker: StudyTracker, tracking: BackgroundTracker, promoter: Any
+    model: TunableModel, spec: Any, state: StudyState, tracker: StudyTracker, tracking: BackgroundTracker,
+    promoter: WarmPromoter,
 ) -> StudyResult:
     """Pick the best trial, evaluate and promote it, and close the tracking (bounded wait for its backlog)."""
     metric, mode = state.metric, state.mode
@@ -219,17 +221,14 @@ def _conclude(
     result = StudyResult(state, best, None, None, tracking_uri=tracker.uri, spec=spec, model=model)
     rescored = None
     if best is not None:
-        result.best_dir, result.final_metrics = promote(model, spec, best, state.dir, state.settings, promoter)
+        result.best_dir, result.final_metrics = promote(model, spec, best, state.dir, state.settings, promoter.actor)
         if tracked:  # before the promoter goes: it evaluates the champion too
             rescored = _track_safely(
                 rescore_champion, model, spec, state.dir, tracker.uri, metric, model.eval_set(spec),
-                lambda champion: evaluate_on_worker(model, champion, state.settings, promoter),
+                lambda champion: evaluate_on_worker(model, champion, state.settings, promoter.actor),
             )
-        state.gain = _gain(model, spec, state, promoter)
-    if promoter is not None:
-        import ray
-
-        ray.kill(promoter)
+        state.gain = _gain(model, spec, state, promoter.actor)
+    promoter.stop()
     if best is None:
         state.status = "failed"
         state.write()

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import sklearn.ensemble  # noqa: F401  the promoter imports this module ahead: unpickling the forest is then quick
+
 from automl.registry import get_model
 from bench.replay.curves import curves_path, load_curves
 from bench.replay.surrogate import Surrogate, fit_surrogate

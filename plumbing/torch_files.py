@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from plumbing import safe_pickle
 from plumbing.errors import UserError
@@ -89,13 +88,3 @@ def save_atomic(obj: Any, path: str | Path) -> Path:
             raise
     os.replace(tmp.name, path)
     return path
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer with temp + rename for local files (its own writes in place)."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        if storage_options is not None or "://" in str(path):
-            super().save_checkpoint(checkpoint, path, storage_options)
-        else:
-            save_atomic(checkpoint, path)

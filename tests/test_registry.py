@@ -65,6 +65,25 @@ def test_automl_help_imports_no_heavy_library():
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_a_study_checks_a_fresh_trainings_inputs_without_torch(tiny_data, tmp_path):
+    """The driver reads the spec and checks every input before Ray starts; with no checkpoint to read, that
+    imports neither torch nor Lightning (seconds before the first trial on a small machine)."""
+    d = tiny_data
+    overrides = [
+        f"dataset.train_ann_path={d / 'train' / 'annotations.json'}", f"dataset.train_img_dir={d / 'train' / 'images'}",
+        f"dataset.val_ann_path={d / 'val' / 'annotations.json'}", f"dataset.val_img_dir={d / 'val' / 'images'}",
+        "dataset.min_obj_size=16", f"results_dir={tmp_path / 'study'}",
+    ]
+    probe = (
+        "import sys\nfrom automl.registry import get_model\nmodel = get_model('mal')\n"
+        f"spec = model.load_spec(None, {overrides!r})\nmodel.check_inputs(spec)\n"
+        "print([m for m in ('torch', 'lightning', 'torchvision', 'timm') if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_a_model_lacking_protocol_fields_is_refused_by_name():
     with pytest.raises(UserError, match=r"--model x:Y: SimpleNamespace lacks .*registered_name.*automl.registry.TunableModel"):
         of(SimpleNamespace(name="half"), "x:Y")

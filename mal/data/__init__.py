@@ -18,17 +18,11 @@ from mal.data.crops import (
     normalize,
     train_margins,
 )
-from mal.data.datasets import (
-    MALEvalDataset,
-    MALTrainDataset,
-    collate,
-    eval_instances,
-    train_instances,
-    usable_train_instances,
-)
+from mal.data.datasets import MALEvalDataset, MALTrainDataset, collate
 from mal.data.images import IMAGE_CACHE, ImageCache, decode_image, load_image
 from mal.data.sampler import EpochSampler, rank_and_world
 from mal.data.units import LABEL_KEYS, UnitCrops, label_units, unit_crops
+from mal.instances import eval_instances, train_instances, usable_train_instances
 
 __all__ = [
     "IMAGENET_MEAN",

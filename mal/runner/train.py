@@ -20,6 +20,7 @@ from mal.spec import ExperimentSpec
 from plumbing import step_stopping as stopping
 from plumbing.coco import load_coco
 from plumbing.devices import precision, use_gpu
+from plumbing.lightning_io import AtomicCheckpointIO
 from plumbing.lightning_run import (
     FitResult,
     OutOfMemory,
@@ -28,7 +29,6 @@ from plumbing.lightning_run import (
     quiet_lightning,
     run_seed,
 )
-from plumbing.torch_files import AtomicCheckpointIO
 
 log = logging.getLogger("mal")
 

@@ -78,19 +78,22 @@ def _check_data(spec: ExperimentSpec, action: str) -> None:
         if key == "dataset.val_ann_path" and not coco.anns:
             raise UserError(f"{key}: {ann_path} has no annotations to validate on")
         if key == "dataset.train_ann_path":
-            from mal.data import usable_train_instances
+            from mal.instances import usable_train_instances  # mal.data would import torch
 
             usable_train_instances(coco, d.min_obj_size, d.max_obj_size)
 
 
 def _check_checkpoints(spec: ExperimentSpec, action: str) -> None:
-    """Checkpoints are read weights-only with their tensors mapped, not loaded: cheap even for big files."""
-    from mal import checkpoint as ckpt
+    """Checkpoints are read weights-only with their tensors mapped, not loaded: cheap even for big files.
+    torch is imported only when there is a file to read: a study's driver checks a fresh training's inputs."""
+    from mal.names import LATEST_FILE
     from plumbing.storage import is_local_file as local
 
     if action in ("evaluate", "inference"):
         path = getattr(spec, action).checkpoint
         if local(path):
+            from mal import checkpoint as ckpt
+
             checkpoint = ckpt.load(path, mmap=True, foreign=True)
             try:
                 ckpt.network_state(checkpoint)
@@ -98,14 +101,20 @@ def _check_checkpoints(spec: ExperimentSpec, action: str) -> None:
                 raise UserError(f"{action}.checkpoint {path}: {exc}") from None
         return
     t = spec.train
-    if local(t.pretrained_model_path) and not t.pretrained_model_path.startswith("timm:"):
+    pretrained = local(t.pretrained_model_path) and not t.pretrained_model_path.startswith("timm:")
+    latest = spec.output_dir("train") / LATEST_FILE
+    resume = local(t.resume_training_checkpoint_path)
+    if not (pretrained or resume or latest.is_file()):
+        return
+    from mal import checkpoint as ckpt
+
+    if pretrained:
         ckpt.load(t.pretrained_model_path, mmap=True, foreign=True)
-    if local(t.resume_training_checkpoint_path):
+    if resume:
         ckpt.check_training_checkpoint(t.resume_training_checkpoint_path)
         ckpt.check_fits(t.resume_training_checkpoint_path, _model_tensors(spec))
         return
-    latest = ckpt.latest(spec.output_dir("train"))
-    if latest is not None:
+    if latest.is_file():
         try:
             ckpt.check_training_checkpoint(latest)
             ckpt.check_fits(latest, _model_tensors(spec))

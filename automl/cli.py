@@ -192,6 +192,8 @@ def status(study_dir: Path = typer.Argument(..., help="The study's results_dir."
             console.print(gain_line(doc["gain"]))
         except (KeyError, TypeError, ValueError):  # a hand-edited record: the leaderboard above still stands
             console.print("gain over your spec's values: unreadable in study.json")
+    for note in doc.get("notes", []):  # checked as a list of strings when read
+        console.print(f"[yellow]note: {note}[/]")
 
 
 def _as_number(text: str | None, mode: str) -> float:

@@ -121,6 +121,15 @@ class StudyRecorder(Callback):
         rec = self.state.record(trial.trial_id, trial.config)
         self._finish(trial, "COMPLETED" if rec.epochs >= budget else "STOPPED")
 
+    def end_stalled(self, trials: list) -> None:
+        """Trials the scheduler left paused with nothing left to run (automl.stall): each ends at its reported epochs."""
+        ids = ", ".join(t.trial_id for t in trials)
+        note = f"the scheduler left {ids} paused with nothing left to run; ended at their reported epochs"
+        self.state.notes.append(note)
+        self.console.print(f"[yellow]{note}[/]")
+        for trial in trials:
+            self.on_trial_complete(0, [], trial)
+
     def on_trial_error(self, iteration, trials, trial, **info):
         self._finish(trial, "FAILED", _error_summary(trial))
 

@@ -63,6 +63,7 @@ class StudyState:
         self.best: dict[str, Any] | None = None
         self.gain: dict[str, Any] | None = None  # what the search gained over the spec's own values (automl.gain)
         self.mlflow_run_id: str | None = None
+        self.notes: list[str] = []  # what happened to the study beyond its trials (a scheduler stall)
 
     @classmethod
     def load(cls, study_dir: Path, space: SearchSpace) -> StudyState:
@@ -70,6 +71,7 @@ class StudyState:
         doc = read_study(study_dir)
         state = cls(study_dir, doc["settings"], space)
         state.started, state.mlflow_run_id = doc.get("started", state.started), doc.get("mlflow_run_id")
+        state.notes = list(doc.get("notes", []))
         for row in doc.get("records", []):
             state.trials[row["trial_id"]] = TrialRecord(**row)
         return state
@@ -103,6 +105,8 @@ class StudyState:
             "mlflow_run_id": self.mlflow_run_id,
             "records": [asdict(r) for r in self.trials.values()],
         }
+        if self.notes:
+            doc["notes"] = self.notes
         atomic_write_text(self.dir / STUDY_FILE, json.dumps(doc, indent=2, default=str))
 
     def _leaderboard(self) -> str:

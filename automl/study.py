@@ -17,6 +17,7 @@ from automl.recorder import StudyRecorder, scheduler_resumable
 from automl.registry import TunableModel, get_model
 from automl.settings import AutoMLConfig, study_config
 from automl.space import SearchSpace, study_space
+from automl.stall import StallGuard
 from automl.state import FINAL, StudyState, TrialRecord, read_study
 from automl.tracking import (
     WEIGHTS_FILE,
@@ -98,7 +99,7 @@ def run_study(model: TunableModel, spec: Any, space: SearchSpace, study_dir: Pat
     recorder = _recorder(model, spec, config, state, console, tracking, scheduler)
     tuner = driver.new_tuner(
         model, spec, study_dir, settings, searcher, scheduler, algorithms.param_space(config.algorithm, space),
-        [recorder, *stopping.tune_callbacks()],
+        _callbacks(recorder, state),
     )
     return _fit_and_conclude(tuner, model, spec, state, tracker, tracking, recorder)
 
@@ -135,7 +136,7 @@ def resume_study(study_dir: Path, console: Console | None = None) -> StudyResult
     console.print(f"[bold]resuming[/] {study_dir}: {done} trials finished, {len(state.trials) - done} to continue")
     scheduler = driver.tuner_scheduler(tuner)
     recorder = _recorder(model, spec, config, state, console, tracking, scheduler)
-    driver.set_callbacks(tuner, [recorder, *stopping.tune_callbacks()])
+    driver.set_callbacks(tuner, _callbacks(recorder, state))
     if not scheduler_resumable(scheduler) and config.algorithm not in ("bayesian", "random", "grid"):
         console.print(f"[yellow]{config.algorithm}: its scheduler starts its brackets afresh on resume (only ASHA's state is saved)[/]")
     state.write()
@@ -193,6 +194,11 @@ def _recorder(model, spec, config, state, console, tracking, scheduler) -> Study
     return StudyRecorder(
         state, console, model, spec.model_dump(mode="json"), tracking, config.log_all_checkpoints, scheduler
     )
+
+
+def _callbacks(recorder: StudyRecorder, state: StudyState) -> list[Any]:
+    """Tune's callbacks: the recorder first, a stop signal handed on, and the guard against a stalled scheduler."""
+    return [recorder, *stopping.tune_callbacks(), StallGuard(state.settings["max_trials"], recorder.end_stalled)]
 
 
 def _drop_unsnapshotted(state: StudyState, experiment: Path, tracking: BackgroundTracker, console: Console) -> None:

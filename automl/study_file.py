@@ -85,6 +85,7 @@ class StudyDocument(_Open):
     best: BestRecord | None
     mlflow_run_id: str | None
     records: list[TrialRecordFile]
+    notes: list[str] = []  # written only when something happened to the study beyond its trials
 
 def check_study_document(doc: Any, path: Path) -> dict[str, Any]:
     """`doc` (study.json as parsed) when it has every field the commands read, with the types they need."""

@@ -1,9 +1,10 @@
 """A study whose scheduler stalls. Ray Tune's HyperBand (and BOHB's, built on it) now and then leaves a trial
 PAUSED, waiting for a bracket decision, when nothing runs, nothing is pending and every trial has been
-sampled: no result will ever come to trigger that decision, and Tune's loop spins forever (seen on 2 cores in
-about one HyperBand study in twenty of the replay benchmark). The guard ends such a study once that state has
-held for a while: the paused trials end where they stand (their reported epochs count, as for a trial the
-scheduler stopped), and Tune's loop is stopped the way a stop signal stops it, so the study concludes."""
+sampled: no result will ever come to trigger that decision, and Tune's loop spins forever (seen in HyperBand
+studies of the replay benchmark on 2 cores, where trials take a fraction of a second). The guard ends such a
+study once that state has held for a while: the paused trials end where they stand (their reported epochs
+count, as for a trial the scheduler stopped), and Tune's loop is stopped the way a stop signal stops it, so the
+study concludes."""
 
 from __future__ import annotations
 

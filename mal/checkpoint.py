@@ -10,15 +10,9 @@ from typing import Any
 import torch
 
 from mal.errors import UserError
-from mal.names import LATEST_FILE, REGISTERED_MODEL
+from mal.names import REGISTERED_MODEL, latest  # noqa: F401  latest: callers find it here too
 from plumbing import torch_files
 from plumbing.storage import resolve_registered
-
-
-def latest(train_dir: str | Path) -> Path | None:
-    path = Path(train_dir) / LATEST_FILE
-    return path if path.is_file() else None
-
 
 # Registered-model references (`models:/mal@champion`, or `champion` for short) are resolved by whichever
 # installed package offers a resolver in this entry-point group (automl does, through MLflow), so mal

@@ -86,7 +86,7 @@ def _check_data(spec: ExperimentSpec, action: str) -> None:
 def _check_checkpoints(spec: ExperimentSpec, action: str) -> None:
     """Checkpoints are read weights-only with their tensors mapped, not loaded: cheap even for big files.
     torch is imported only when there is a file to read: a study's driver checks a fresh training's inputs."""
-    from mal.names import LATEST_FILE
+    from mal.names import latest as latest_checkpoint
     from plumbing.storage import is_local_file as local
 
     if action in ("evaluate", "inference"):
@@ -102,9 +102,9 @@ def _check_checkpoints(spec: ExperimentSpec, action: str) -> None:
         return
     t = spec.train
     pretrained = local(t.pretrained_model_path) and not t.pretrained_model_path.startswith("timm:")
-    latest = spec.output_dir("train") / LATEST_FILE
+    latest = latest_checkpoint(spec.output_dir("train"))
     resume = local(t.resume_training_checkpoint_path)
-    if not (pretrained or resume or latest.is_file()):
+    if not (pretrained or resume or latest):
         return
     from mal import checkpoint as ckpt
 
@@ -114,7 +114,7 @@ def _check_checkpoints(spec: ExperimentSpec, action: str) -> None:
         ckpt.check_training_checkpoint(t.resume_training_checkpoint_path)
         ckpt.check_fits(t.resume_training_checkpoint_path, _model_tensors(spec))
         return
-    if latest.is_file():
+    if latest is not None:
         try:
             ckpt.check_training_checkpoint(latest)
             ckpt.check_fits(latest, _model_tensors(spec))

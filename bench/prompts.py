@@ -14,21 +14,32 @@ Clicks are simulated from the ground-truth masks, with a protocol fixed before a
   object's main extent, as a person draws one. "Scribbles alone" removes the bbox: the box is derived from
   the scribble (plumbing.coco_prompts.PROMPT_BOX_MARGIN), and this benchmark reports how well that box fits,
   per margin.
+- **corrective clicks**: the pass a labelling team makes over masks it sees, as interactive segmentation is
+  scored (Xu et al., CVPR 2016; the NoC protocol of RITM, Sofiiuk et al., 2022): each round, every box gets
+  one click at the pixel deepest inside the largest error region (8-connected, mask against the truth,
+  inside the box; `cv2.distanceTransform`), labelled with the truth there, and the masks are made again
+  with every click so far. Each way of reading the clicks gets its own pass, since its masks decide where
+  the next click goes. Only at inference time: the clicks depend on the model's masks.
 - Crowd instances and those without a mask get no prompt (and are not scored).
 
 Two uses, measured apart, then together:
 - **inference time**: one model trained on boxes alone (`experiments/mal_coco128.yaml`, the last epoch) is
-  given the val set's prompts (`mal evaluate` on a val json with them): with the mask key fitted to the
-  prompts (evaluate.prompt_refine, the default) and with the labelled pixels only forced (prompt_refine=false);
+  given the val set's prompts (`mal evaluate` on a val json with them): as `mal inference` reads them by
+  default (the mask key fitted to the prompts, evaluate.prompt_refine, then the regions of the clicks the
+  mask still disagrees with turned over, evaluate.prompt_spread), with the key fit alone, and with the
+  labelled pixels only forced;
 - **training time**: one model per kind of prompt, trained with that kind on every coco128-seg train
   instance (masks removed from the training file), then scored on the val set's boxes alone;
 - **both**: those models given the val prompts too.
 Each figure is class-balanced mIoU (mal/metrics.py) over the 188 val instances.
+
+BENCH_PROMPTS_TRAINING=0 trains the boxes-only model alone (the inference-time columns; the others null).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -49,7 +60,15 @@ BOXES = "boxes only"
 KINDS: dict[str, int | str | None] = {
     BOXES: None, "box + 1 point": 1, "box + 3 points": 3, "box + 10 points": 10, "scribbles alone": "scribble",
 }
-COLUMNS = ("inference time", "inference time, forced only", "training time", "both")
+CORRECTIVE = {"box + 1 corrective click": 1, "box + 2 corrective clicks": 2, "box + 3 corrective clicks": 3}
+# how the boxes-only model reads the prompts at inference time: the column and its evaluate.* overrides
+READINGS: dict[str, tuple[str, ...]] = {
+    "inference time": (),
+    "inference time, key fit only": ("evaluate.prompt_spread=false",),
+    "inference time, forced only": ("evaluate.prompt_refine=false", "evaluate.prompt_spread=false"),
+}
+COLUMNS = (*READINGS, "training time", "both")
+TRAINING = os.environ.get("BENCH_PROMPTS_TRAINING", "1") != "0"  # 0: the boxes-only model alone
 MARGINS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
 FULL: dict[str, Any] = {"overrides": [], "images_per_set": None}
 QUICK: dict[str, Any] = {"overrides": ["train.num_epochs=1", "dataset.num_workers_per_gpu=0"], "images_per_set": 3}
@@ -77,6 +96,19 @@ def simulate_clicks(mask: np.ndarray, bbox: list[float], count: int, rng: np.ran
         clicks.append([float(x0 + col + 0.5), float(y0 + row + 0.5), label])
         label = 1 - label
     return clicks
+
+
+def corrective_click(mask: np.ndarray, truth: np.ndarray) -> list[float] | None:
+    """The next click [x, y, label] of a corrective pass on one box (arrays of its region; x, y in region
+    pixels): the pixel deepest inside the largest error region, labelled with the truth; None if none."""
+    errors = (mask.astype(bool) != truth.astype(bool)).astype(np.uint8)
+    count, parts, stats, _ = cv2.connectedComponentsWithStats(errors, connectivity=8)
+    if count < 2:
+        return None
+    largest = np.pad((parts == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).astype(np.uint8), 1)
+    depth = cv2.distanceTransform(largest, cv2.DIST_L2, 5)[1:-1, 1:-1]  # the region's edge is its border too
+    row, col = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    return [float(col) + 0.5, float(row) + 0.5, int(bool(truth[row, col]))]
 
 
 def mask_core(mask: np.ndarray) -> np.ndarray:
@@ -243,6 +275,43 @@ def _miou(checkpoint: Path, val: Path, images: Path, folder: Path, overrides: li
     return round(float(metrics["mIoU"]), 4)
 
 
+def _corrective_pass(checkpoint: Path, val_raw: dict, images: Path, folder: Path, overrides: list[str], rounds: int) -> list[float]:
+    """mIoU after each round of a corrective pass (see the module's text) over `val_raw`'s boxes."""
+    from pycocotools import mask as mask_utils
+
+    from mal.data.crops import box_pixels
+    from mal.metrics import MIoU
+    from mal.runner.evaluate import evaluation_records
+    from mal.spec import load_spec
+    from plumbing.coco import gt_mask
+
+    folder.mkdir(parents=True, exist_ok=True)
+    doc = json.loads(json.dumps(val_raw))  # a deep copy: the clicks go into it round by round
+    anns = {a["id"]: a for a in doc["annotations"]}
+    sizes = {img["id"]: (img["height"], img["width"]) for img in doc["images"]}
+    scores = []
+    for r in range(rounds + 1):
+        val = _write(doc, folder / f"corrective-{r}.json")
+        args = [*_data_args(val, val, images), *overrides, f"evaluate.checkpoint={checkpoint}", f"results_dir={folder}"]
+        records, _ = evaluation_records(load_spec(SPEC, args))
+        scored = [rec for rec in records if "iou" in rec]
+        acc = MIoU()
+        for rec in scored:
+            acc.add(rec["iou"], rec["category_id"], rec["box_area"])
+        scores.append(round(float(acc.compute()["mIoU"]), 4))
+        if r == rounds:
+            break
+        for rec in scored:
+            ann = anns[rec["ann_id"]]
+            h, w = sizes[ann["image_id"]]
+            x0, y0, x1, y1 = box_pixels(ann["bbox"], (h, w))
+            mask = mask_utils.decode(rec["det"]["segmentation"])[y0:y1, x0:x1]
+            click = corrective_click(mask, gt_mask(ann, h, w)[y0:y1, x0:x1])
+            if click is not None:
+                ann.setdefault("points", []).append([click[0] + x0, click[1] + y0, click[2]])
+    return scores
+
+
 def run(quick: bool, results: Path | None = None) -> dict[str, Any]:
     """Train the models, score them, print the table and write bench/results/prompts.json (or in `results`)."""
     quiet_lightning()
@@ -258,7 +327,7 @@ def run(quick: bool, results: Path | None = None) -> dict[str, Any]:
                    for i, (name, kind) in enumerate(KINDS.items())}
 
     checkpoints = {}
-    for i, name in enumerate(KINDS):
+    for i, name in enumerate(KINDS if TRAINING else (BOXES,)):
         console.print(f"training on coco128-seg train with {name} ...")
         checkpoints[name] = _train(folder / f"run-{i}", train_files[name], val_files[BOXES], images, overrides)
 
@@ -266,34 +335,45 @@ def run(quick: bool, results: Path | None = None) -> dict[str, Any]:
         return _miou(checkpoint, val, images, folder / f"eval-{tag}", [*overrides, *extra])
 
     boxes_only = score(checkpoints[BOXES], val_files[BOXES], "boxes")
-    figures: dict[str, dict[str, float]] = {}
+    figures: dict[str, dict[str, float | None]] = {}
     for i, name in enumerate(KINDS):
         if name == BOXES:  # one model, one val file: every column is the same run
             figures[name] = dict.fromkeys(COLUMNS, boxes_only)
             continue
         console.print(f"scoring {name} ...")
-        figures[name] = {
-            "inference time": score(checkpoints[BOXES], val_files[name], f"{i}-inference"),
-            "inference time, forced only": score(checkpoints[BOXES], val_files[name], f"{i}-forced", ("evaluate.prompt_refine=false",)),
-            "training time": score(checkpoints[name], val_files[BOXES], f"{i}-training"),
-            "both": score(checkpoints[name], val_files[name], f"{i}-both"),
-        }
+        figures[name] = {column: score(checkpoints[BOXES], val_files[name], f"{i}-{j}", extra)
+                         for j, (column, extra) in enumerate(READINGS.items())}
+        trained = checkpoints.get(name)
+        figures[name]["training time"] = score(trained, val_files[BOXES], f"{i}-training") if trained else None
+        figures[name]["both"] = score(trained, val_files[name], f"{i}-both") if trained else None
+    rounds = max(CORRECTIVE.values())
+    passes = {}
+    for j, (column, extra) in enumerate(READINGS.items()):
+        console.print(f"corrective pass, {column} ...")
+        passes[column] = _corrective_pass(checkpoints[BOXES], val_raw, images, folder / f"pass-{j}", [*overrides, *extra], rounds)
+    for name, clicks in CORRECTIVE.items():
+        figures[name] = {column: passes[column][clicks] if column in passes else None for column in COLUMNS}
     shutil.rmtree(folder, ignore_errors=True)
     fit = {"train": box_fit(train_raw), "val": box_fit(val_raw)}
 
     print_table(f"prompts: class-balanced mIoU on coco128-seg val{' [quick]' if quick else ''}",
-                ["prompts", *COLUMNS], [[name, *(row[c] for c in COLUMNS)] for name, row in figures.items()])
+                ["prompts", *COLUMNS], [[name, *("-" if row[c] is None else row[c] for c in COLUMNS)] for name, row in figures.items()])
     print_table("boxes derived from simulated scribbles (coco128-seg train)", ["margin", "box IoU", "mask recall"],
                 [[m, f["box_iou"], f["mask_recall"]] for m, f in fit["train"].items()])
-    for column in ("inference time", "training time"):
-        gain = figures["box + 3 points"][column] - figures[BOXES][column]
-        console.print(f"box + 3 points over boxes only, {column}: {gain:+.3f} mIoU (goal +{GOAL:.2f})")
+    for name in ("box + 3 points", "box + 3 corrective clicks"):
+        for column in ("inference time", "training time"):
+            if figures[name][column] is not None:
+                gain = figures[name][column] - figures[BOXES][column]
+                console.print(f"{name} over boxes only, {column}: {gain:+.3f} mIoU (goal +{GOAL:.2f})")
     from plumbing.coco_prompts import PROMPT_BOX_MARGIN
 
     settings = {
         "spec": str(SPEC.relative_to(ROOT)), "overrides": overrides, "images_per_set": s["images_per_set"],
         "seed": SEED, "checkpoint": "last epoch", "prompt_box_margin": PROMPT_BOX_MARGIN,
         "clicks": f"first k of {MAX_CLICKS} alternating object/background clicks, uniform in the mask / the box outside it",
+        "corrective": "each round one click per box, deepest inside the largest error region, labelled with the truth; "
+                      "one pass per reading of the clicks",
+        "prompt_models_trained": TRAINING,
         "scribbles": f"longest 8-neighbour path in the mask's core (>= {SCRIBBLE_CORE} of the largest inner distance), "
                      f"simplified to {SCRIBBLE_TOLERANCE_PX} px, no bbox",
     }

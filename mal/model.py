@@ -224,7 +224,7 @@ class MALNet(nn.Module):
 
     def value_maps(self, image: torch.Tensor, box_area: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) V maps at the logits' size: the logits are K·V per pixel (resizing is linear), so a
-        key fitted to a box's points and scribbles can be read out of them (mal.predict.prompt_fitted_logits)."""
+        key fitted to a box's points and scribbles can be read out of them (mal.predict.prompted_logits)."""
         feat = fuse_levels(self.backbone, encoder_levels(self.backbone, image))
         out_size = (4 * feat.shape[-2], 4 * feat.shape[-1])
         return self._by_scale(

@@ -18,7 +18,7 @@ from mal.losses import mal_losses
 from mal.metrics import MIoU, class_balanced_mean, coco_mask_ap, region_iou
 from mal.model import build_mal
 from mal.objective import BOX_METRICS
-from mal.predict import force_prompts, paste_masks, prompt_fitted_logits, thresholds_by_bucket
+from mal.predict import force_prompts, paste_masks, prompted_logits, thresholds_by_bucket
 from mal.spec import ExperimentSpec
 from plumbing.coco import CocoSet, gt_mask
 
@@ -132,15 +132,13 @@ class MALModule(L.LightningModule):
     # ------------------------------------------------------------------ validation
 
     def predict_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Test-time logits; a box with points or scribbles is read with a key fitted to them."""
+        """Test-time logits; a box with points or scribbles is read with them (mal.predict.prompted_logits)."""
         e = self.spec.evaluate
         logits = self.net.predict(
             batch["image"], batch["box_area"], batch["boxmask"], use_teacher=e.use_teacher_test, use_mixed=e.use_mixed_model_test, use_flip=e.use_flip_test
         )
-        if not e.prompt_refine:
-            return logits
         features = self.net.teacher if e.use_teacher_test and not e.use_mixed_model_test else self.net.student
-        return prompt_fitted_logits(features, logits, batch, e.prompt_keep_weight)
+        return prompted_logits(features, logits, batch, self._thresholds, e.prompt_refine, e.prompt_keep_weight, e.prompt_spread)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._records += validation_records(self.predict_logits(batch), batch, self._thresholds, self._val_anns)

@@ -16,6 +16,7 @@ from mal.data.prompts import region_prompt_maps
 from mal.losses import label_maps
 from mal.metrics import BUCKETS, area_bucket
 from mal.model import MALNet
+from mal.prompt_regions import spread_prompts
 
 _NEWTON_STEPS, _HALVINGS = 8, 10  # the key fit is convex: a few damped Newton steps converge
 _RIDGE = 1e-4
@@ -95,32 +96,51 @@ def paste_masks(logits: torch.Tensor, batch: dict[str, torch.Tensor], thresholds
     return out
 
 
-def prompt_fitted_logits(net: MALNet, logits: torch.Tensor, batch: dict[str, torch.Tensor], keep_weight: float) -> torch.Tensor:
-    """The logits of the crops whose boxes have points or scribbles, read with a mask key fitted to them;
-    every other crop's logits unchanged.
+def prompted_logits(
+    net: MALNet, logits: torch.Tensor, batch: dict[str, torch.Tensor], thresholds: dict[str, float],
+    refine: bool = True, keep_weight: float = 0.1, spread: bool = True,
+) -> torch.Tensor:
+    """The logits of the crops whose boxes have points or scribbles, read with their prompts; every other
+    crop's logits unchanged.
 
-    MAL's logits are K·V per pixel, so a click says which V features are object and which are not. Per
-    prompted crop a correction d of the key minimises the cross-entropy at its labelled pixels plus
+    `refine`: MAL's logits are K·V per pixel, so a click says which V features are object and which are not.
+    Per prompted crop a correction d of the key minimises the cross-entropy at its labelled pixels plus
     `keep_weight` × the mean squared change d·V over its box (an f-BRS-style refinement, on the key alone):
     a click flips the region the network sees as like it, not only its own pixel. The problem is convex; a
     few Newton steps solve it.
+    `spread`: then a click the mask still disagrees with turns over the region it falls in
+    (mal.prompt_regions), the threshold being the box's size bucket's.
     """
     prompts = batch.get("prompts")
-    if prompts is None:
+    if prompts is None or not (refine or spread):
         return logits
     rows = prompts.flatten(1).any(1).nonzero().squeeze(1)
     if not rows.numel():
         return logits
-    size = tuple(logits.shape[-2:])
     values = net.value_maps(batch["image"][rows], batch["box_area"][rows])
-    labels = label_maps(prompts[rows], size).flatten(2)
-    inside = F.interpolate(batch["boxmask"][rows].float(), size=size, mode="bilinear", align_corners=False).flatten(1) > 0.5
-    out = logits.clone()
+    part = {key: batch[key][rows] for key in ("image", "boxmask", "prompts")}
     with torch.autocast(device_type=logits.device.type, enabled=False):  # a Newton solve needs float32
-        for k, row in enumerate(rows.tolist()):
-            base, v = logits[row].float().flatten(), values[k].float().flatten(1)
-            change = key_correction(base, v, labels[k], inside[k], keep_weight) @ v
-            out[row] = (base + change).view_as(out[row]).to(out.dtype)
+        chosen = logits[rows].float()
+        if refine:
+            chosen = _key_fitted(chosen, values.float(), part, keep_weight)
+        if spread:
+            cut = [thresholds[area_bucket(float(a))] for a in batch["box_area"][rows].tolist()]
+            chosen = spread_prompts(chosen, values.float(), part, torch.logit(torch.tensor(cut)))
+    out = logits.clone()
+    out[rows] = chosen.to(out.dtype)
+    return out
+
+
+def _key_fitted(logits: torch.Tensor, values: torch.Tensor, part: dict[str, torch.Tensor], keep_weight: float) -> torch.Tensor:
+    """Each crop's logits read with its key corrected by `key_correction`."""
+    size = tuple(logits.shape[-2:])
+    labels = label_maps(part["prompts"], size).flatten(2)
+    inside = F.interpolate(part["boxmask"].float(), size=size, mode="bilinear", align_corners=False).flatten(1) > 0.5
+    out = logits.clone()
+    for k in range(logits.shape[0]):
+        base, v = logits[k].flatten(), values[k].flatten(1)
+        change = key_correction(base, v, labels[k], inside[k], keep_weight) @ v
+        out[k] = (base + change).view_as(out[k])
     return out
 
 

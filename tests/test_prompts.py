@@ -18,7 +18,8 @@ from mal.data.crops import IMAGENET_MEAN, IMAGENET_STD
 from mal.data.prompts import crop_prompt_maps, region_prompt_maps
 from mal.errors import UserError
 from mal.losses import label_maps, mal_losses, mean_field_pseudo_labels, prompt_loss
-from mal.predict import InstanceMask, force_prompts, key_correction, prompt_fitted_logits
+from mal.predict import InstanceMask, force_prompts, key_correction, prompted_logits, thresholds_by_bucket
+from mal.prompt_regions import spread_prompts
 from mal.spec import TrainConfig
 from plumbing.coco import load_coco
 from plumbing.coco_prompts import PROMPT_BOX_MIN_PX, derived_bbox
@@ -284,10 +285,57 @@ def test_crops_without_prompts_keep_their_logits_exactly():
     batch = {"image": torch.randn(2, 3, 8, 8), "box_area": torch.tensor([10.0, 20.0]),
              "boxmask": torch.ones(2, 1, 8, 8), "prompts": torch.zeros(2, 2, 8, 8, dtype=torch.uint8)}
     logits = torch.randn(2, 1, 8, 8)
-    assert prompt_fitted_logits(Net(), logits, batch, 0.1) is logits
+    cut = thresholds_by_bucket([0.5])
+    assert prompted_logits(Net(), logits, batch, cut) is logits
     batch["prompts"][1, 0, 3, 3] = 1
-    out = prompt_fitted_logits(Net(), logits, batch, 0.1)
+    out = prompted_logits(Net(), logits, batch, cut)
     assert torch.equal(out[0], logits[0]) and not torch.equal(out[1], logits[1])
+
+
+def _two_region_crop(logit_rows: slice) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """A 16x16 crop: its box is columns 2..13; a red square (rows 2..13, columns 2..7) and a blue one (rows
+    2..13, columns 8..13), grey elsewhere. The network keeps the red square and `logit_rows` of the blue."""
+    image = torch.full((1, 3, 16, 16), 0.0)
+    image[0, 0, 2:14, 2:8] = 2.0
+    image[0, 2, 2:14, 8:14] = 2.0
+    values = image.clone()
+    logits = torch.full((1, 1, 16, 16), -3.0)
+    logits[0, 0, 2:14, 2:8] = 3.0
+    logits[0, 0, logit_rows, 8:14] = 2.0
+    boxmask = torch.zeros(1, 1, 16, 16)
+    boxmask[..., 2:14, 2:14] = 1
+    batch = {"image": image, "boxmask": boxmask, "prompts": torch.zeros(1, 2, 16, 16, dtype=torch.uint8)}
+    return logits, values, batch
+
+
+def test_an_object_click_on_a_missed_region_turns_that_region_over_and_stops_at_its_edge():
+    logits, values, batch = _two_region_crop(slice(0, 0))  # the blue half is missed
+    batch["prompts"][0, 0, 7, 10] = 1
+    out = spread_prompts(logits, values, batch, torch.zeros(1))
+    assert (out[0, 0, 2:14, 8:14] > 0).all()  # the whole blue square, not only the clicked cell
+    assert (out[0, 0, 2:14, 2:8] == logits[0, 0, 2:14, 2:8]).all()  # the red one is untouched
+    assert (out[0, 0, :2] < 0).all() and (out[0, 0, 14:] < 0).all()  # the grey around stays background
+
+
+def test_a_background_click_on_a_spill_clears_the_spill_not_the_object():
+    logits, values, batch = _two_region_crop(slice(2, 14))  # the blue half is kept: a spill
+    batch["prompts"][0, 1, 7, 11] = 1
+    out = spread_prompts(logits, values, batch, torch.zeros(1))
+    assert (out[0, 0, 2:14, 8:14] < 0).all() and (out[0, 0, 2:14, 2:8] > 0).all()
+
+
+def test_clicks_the_mask_agrees_with_change_nothing():
+    logits, values, batch = _two_region_crop(slice(0, 0))
+    batch["prompts"][0, 0, 7, 4] = 1  # object, on the kept red square
+    batch["prompts"][0, 1, 7, 10] = 1  # background, on the left-out blue one
+    assert torch.equal(spread_prompts(logits, values, batch, torch.zeros(1)), logits)
+
+
+def test_the_threshold_decides_which_side_a_cell_is_on():
+    logits, values, batch = _two_region_crop(slice(0, 0))
+    batch["prompts"][0, 0, 7, 4] = 1  # on red, whose logit 3 is under a threshold logit of 4: a disagreement
+    out = spread_prompts(logits, values, batch, torch.tensor([4.0]))
+    assert (out[0, 0, 2:14, 2:8] > 4).all() and (out[0, 0, 2:14, 8:14] < 4).all()
 
 
 def test_value_maps_read_the_logits_with_the_key():
@@ -324,7 +372,8 @@ def _disc_set(tmp_path: Path, points: list | None) -> object:
 
 def test_a_corrected_click_fixes_a_mask_that_misses_half_the_object(tmp_path):
     """A model that sees the red disc only in the left half of its crop draws half the disc; one object click
-    on the right half, re-run, gives the whole disc (the key fit), where forcing alone would add one pixel."""
+    on the right half, re-run, gives the whole disc (by the key fit, by the region turned over, or both), where
+    forcing alone would add one pixel."""
     from mal.model import build_mal
     from mal.runner import Labeler
     from mal.spec import load_spec
@@ -343,9 +392,10 @@ def test_a_corrected_click_fixes_a_mask_that_misses_half_the_object(tmp_path):
     def predict(image, box_area, boxmask=None, **_):
         return torch.einsum("c,bchw->bhw", torch.tensor([4.0, 4.0, -7.0]), features(image, box_area)).unsqueeze(1)
 
-    def label(points: list | None, refine: bool = True) -> float:
+    def label(points: list | None, refine: bool = True, spread: bool = True) -> float:
         run = load_spec(None, [*TINY, "inference.num_gpus=0", "inference.load_mask=true", f"inference.checkpoint={weights}",
-                               f"evaluate.prompt_refine={str(refine).lower()}", f"results_dir={tmp_path}"])
+                               f"evaluate.prompt_refine={str(refine).lower()}", f"evaluate.prompt_spread={str(spread).lower()}",
+                               f"results_dir={tmp_path}"])
         labeler = Labeler(run)
         labeler.module.net.predict = predict
         labeler.module.net.student.value_maps = features
@@ -358,7 +408,9 @@ def test_a_corrected_click_fixes_a_mask_that_misses_half_the_object(tmp_path):
     bad = label(None)
     click = [[40.5, 32.5, 1]]
     assert bad < 0.6
-    assert label(click, refine=False) < bad + 0.02
+    assert label(click, refine=False, spread=False) < bad + 0.02
+    assert label(click, spread=False) > 0.85  # the key fit alone
+    assert label(click, refine=False) > 0.85  # the region turned over alone
     assert label(click) > 0.85
 
 

@@ -72,6 +72,19 @@ def evaluate(spec: ExperimentSpec) -> tuple[dict[str, float], str | Path]:
     """box_score, mIoU (all/small/medium/large), mask AP and AP50 of evaluate.checkpoint on dataset.val_*; the
     mask metrics are null (with a note) when no box has a ground-truth mask."""
     e = spec.evaluate
+    records, val_coco = evaluation_records(spec)
+    metrics = compute_metrics(records, val_coco.raw)
+    metrics["checkpoint"] = str(e.checkpoint)
+    clean = _finite(metrics)
+    if not has_masks(val_coco):
+        clean["note"] = f"{spec.dataset.val_ann_path} has no ground-truth masks: mIoU and mask AP are null, box_score scores the boxes"
+    return clean, write_json(clean, metrics_location(spec))
+
+
+def evaluation_records(spec: ExperimentSpec) -> tuple[list[dict[str, Any]], CocoSet]:
+    """Every val box's validation record (mal.module.validation_records: its IoU and its mask as a detection)
+    from evaluate.checkpoint, and the val set."""
+    e = spec.evaluate
     val_coco, val_set = validation_set(spec)
     on = device(e.num_gpus)
     module = load_module(spec, e.checkpoint, val_coco).to(on)
@@ -80,12 +93,7 @@ def evaluate(spec: ExperimentSpec) -> tuple[dict[str, float], str | Path]:
     with torch.inference_mode(), autocast(on, spec.train.use_amp):
         for i, batch in enumerate(batches):
             module.validation_step(to_device(batch, on), i)
-    metrics = compute_metrics(module._records, val_coco.raw)
-    metrics["checkpoint"] = str(e.checkpoint)
-    clean = _finite(metrics)
-    if not has_masks(val_coco):
-        clean["note"] = f"{spec.dataset.val_ann_path} has no ground-truth masks: mIoU and mask AP are null, box_score scores the boxes"
-    return clean, write_json(clean, metrics_location(spec))
+    return module._records, val_coco
 
 
 FILLED_BOX_LOGIT = 20.0  # sigmoid(±20) is 1 or 0 to float precision: the box, binarised at any threshold

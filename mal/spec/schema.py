@@ -195,6 +195,9 @@ class EvaluateConfig(Devices):
     prompt_keep_weight: float = Field(
         0.1, ge=0, description="What the key fit pays for changing the box's other pixels: weight of the mean squared logit change over the box against the prompts' cross-entropy (higher keeps more of the network's mask)."
     )
+    prompt_spread: bool = Field(
+        True, description="A click the mask disagrees with turns over the region it falls in: the cells on its side geodesically nearer to it than to the other answer's evidence (mal/prompt_regions.py); false: no spreading."
+    )
 
 
 class InferenceConfig(Devices):

@@ -31,7 +31,9 @@ Two uses, measured apart, then together:
 - **training time**: one model per kind of prompt, trained with that kind on every coco128-seg train
   instance (masks removed from the training file), then scored on the val set's boxes alone;
 - **both**: those models given the val prompts too.
-Each figure is class-balanced mIoU (mal/metrics.py) over the 188 val instances.
+Each figure is class-balanced mIoU (mal/metrics.py) over the 188 val instances. Beside them, the most the
+random clicks could buy by any reading that sets right the error regions they land on (`click_ceiling`):
+a click on a pixel the mask already has right says little.
 
 BENCH_PROMPTS_TRAINING=0 trains the boxes-only model alone (the inference-time columns; the others null).
 """
@@ -275,41 +277,78 @@ def _miou(checkpoint: Path, val: Path, images: Path, folder: Path, overrides: li
     return round(float(metrics["mIoU"]), 4)
 
 
-def _corrective_pass(checkpoint: Path, val_raw: dict, images: Path, folder: Path, overrides: list[str], rounds: int) -> list[float]:
-    """mIoU after each round of a corrective pass (see the module's text) over `val_raw`'s boxes."""
+def _class_balanced(records: list[dict[str, Any]], ious: dict[int, float] | None = None) -> float:
+    """Class-balanced mIoU of the records with a truth (`ious` replaces some of their IoUs by annotation id)."""
+    from mal.metrics import MIoU
+
+    acc = MIoU()
+    for rec in records:
+        if "iou" in rec:
+            acc.add((ious or {}).get(rec["ann_id"], rec["iou"]), rec["category_id"], rec["box_area"])
+    return round(float(acc.compute()["mIoU"]), 4)
+
+
+def _box_regions(records: list[dict[str, Any]], doc: dict) -> Any:
+    """Per scored record: its annotation in `doc`, its mask and the truth in the box's region, and the
+    region's origin (x0, y0) in the image."""
     from pycocotools import mask as mask_utils
 
     from mal.data.crops import box_pixels
-    from mal.metrics import MIoU
-    from mal.runner.evaluate import evaluation_records
-    from mal.spec import load_spec
     from plumbing.coco import gt_mask
 
-    folder.mkdir(parents=True, exist_ok=True)
-    doc = json.loads(json.dumps(val_raw))  # a deep copy: the clicks go into it round by round
     anns = {a["id"]: a for a in doc["annotations"]}
     sizes = {img["id"]: (img["height"], img["width"]) for img in doc["images"]}
+    for rec in records:
+        if "iou" not in rec:
+            continue
+        ann = anns[rec["ann_id"]]
+        h, w = sizes[ann["image_id"]]
+        x0, y0, x1, y1 = box_pixels(ann["bbox"], (h, w))
+        truth = gt_mask(ann, h, w)
+        yield rec, ann, mask_utils.decode(rec["det"]["segmentation"])[y0:y1, x0:x1].astype(bool), truth[y0:y1, x0:x1] > 0, (x0, y0), int(truth.sum())
+
+
+def _records(checkpoint: Path, doc: dict, images: Path, folder: Path, overrides: list[str]) -> list[dict[str, Any]]:
+    from mal.runner.evaluate import evaluation_records
+    from mal.spec import load_spec
+
+    folder.mkdir(parents=True, exist_ok=True)
+    val = _write(doc, folder / "val.json")
+    args = [*_data_args(val, val, images), *overrides, f"evaluate.checkpoint={checkpoint}", f"results_dir={folder}"]
+    return evaluation_records(load_spec(SPEC, args))[0]
+
+
+def _corrective_pass(checkpoint: Path, val_raw: dict, images: Path, folder: Path, overrides: list[str], rounds: int) -> list[float]:
+    """mIoU after each round of a corrective pass (see the module's text) over `val_raw`'s boxes."""
+    doc = json.loads(json.dumps(val_raw))  # a deep copy: the clicks go into it round by round
     scores = []
     for r in range(rounds + 1):
-        val = _write(doc, folder / f"corrective-{r}.json")
-        args = [*_data_args(val, val, images), *overrides, f"evaluate.checkpoint={checkpoint}", f"results_dir={folder}"]
-        records, _ = evaluation_records(load_spec(SPEC, args))
-        scored = [rec for rec in records if "iou" in rec]
-        acc = MIoU()
-        for rec in scored:
-            acc.add(rec["iou"], rec["category_id"], rec["box_area"])
-        scores.append(round(float(acc.compute()["mIoU"]), 4))
+        records = _records(checkpoint, doc, images, folder / f"round-{r}", overrides)
+        scores.append(_class_balanced(records))
         if r == rounds:
             break
-        for rec in scored:
-            ann = anns[rec["ann_id"]]
-            h, w = sizes[ann["image_id"]]
-            x0, y0, x1, y1 = box_pixels(ann["bbox"], (h, w))
-            mask = mask_utils.decode(rec["det"]["segmentation"])[y0:y1, x0:x1]
-            click = corrective_click(mask, gt_mask(ann, h, w)[y0:y1, x0:x1])
+        for _, ann, mask, truth, (x0, y0), _ in _box_regions(records, doc):
+            click = corrective_click(mask, truth)
             if click is not None:
                 ann.setdefault("points", []).append([click[0] + x0, click[1] + y0, click[2]])
     return scores
+
+
+def click_ceiling(records: list[dict[str, Any]], doc: dict) -> float:
+    """What `doc`'s clicks could buy at most by setting right the errors they land on: the mIoU when every
+    8-connected error region (the mask against the truth, in its box) holding a click is set to the truth.
+    `records` are the masks without the clicks (`doc` is the same boxes with them)."""
+    from mal.data.prompts import region_prompt_maps
+
+    ious = {}
+    for rec, ann, mask, truth, (x0, y0), truth_area in _box_regions(records, doc):
+        _, parts = cv2.connectedComponents((mask != truth).astype(np.uint8), connectivity=8)
+        h, w = mask.shape
+        hit = np.unique(parts[region_prompt_maps(ann, (y0, y0 + h, x0, x0 + w)).any(0)])
+        fixed = np.where(np.isin(parts, hit[hit > 0]), truth, mask)
+        outside = truth_area - int(truth.sum())  # the truth beyond the box, which no mask in it can cover
+        ious[rec["ann_id"]] = float((fixed & truth).sum() / max(1, (fixed | truth).sum() + outside))
+    return _class_balanced(records, ious)
 
 
 def run(quick: bool, results: Path | None = None) -> dict[str, Any]:
@@ -353,6 +392,8 @@ def run(quick: bool, results: Path | None = None) -> dict[str, Any]:
         passes[column] = _corrective_pass(checkpoints[BOXES], val_raw, images, folder / f"pass-{j}", [*overrides, *extra], rounds)
     for name, clicks in CORRECTIVE.items():
         figures[name] = {column: passes[column][clicks] if column in passes else None for column in COLUMNS}
+    plain = _records(checkpoints[BOXES], val_raw, images, folder / "plain", overrides)
+    ceiling = {name: click_ceiling(plain, json.loads(val_files[name].read_text())) for name, kind in KINDS.items() if isinstance(kind, int)}
     shutil.rmtree(folder, ignore_errors=True)
     fit = {"train": box_fit(train_raw), "val": box_fit(val_raw)}
 
@@ -360,6 +401,8 @@ def run(quick: bool, results: Path | None = None) -> dict[str, Any]:
                 ["prompts", *COLUMNS], [[name, *("-" if row[c] is None else row[c] for c in COLUMNS)] for name, row in figures.items()])
     print_table("boxes derived from simulated scribbles (coco128-seg train)", ["margin", "box IoU", "mask recall"],
                 [[m, f["box_iou"], f["mask_recall"]] for m, f in fit["train"].items()])
+    console.print("at most, by setting right the error regions the random clicks land on: "
+                  + ", ".join(f"{name} {value}" for name, value in ceiling.items()))
     for name in ("box + 3 points", "box + 3 corrective clicks"):
         for column in ("inference time", "training time"):
             if figures[name][column] is not None:
@@ -377,5 +420,6 @@ def run(quick: bool, results: Path | None = None) -> dict[str, Any]:
         "scribbles": f"longest 8-neighbour path in the mask's core (>= {SCRIBBLE_CORE} of the largest inner distance), "
                      f"simplified to {SCRIBBLE_TOLERANCE_PX} px, no bbox",
     }
-    write_result(NAME, settings, {"miou": figures, "derived_box_fit": fit}, quick, **({"folder": results} if results else {}))
-    return {"miou": figures, "derived_box_fit": fit}
+    outcome = {"miou": figures, "random_click_ceiling": ceiling, "derived_box_fit": fit}
+    write_result(NAME, settings, outcome, quick, **({"folder": results} if results else {}))
+    return outcome

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from bench.prompts import box_fit, simulate_clicks, simulate_scribble, with_prompts
+from bench.prompts import box_fit, click_ceiling, corrective_click, simulate_clicks, simulate_scribble, with_prompts
 
 
 def _disc(size: int = 40, radius: float = 12.0) -> np.ndarray:
@@ -34,6 +34,47 @@ def test_a_box_the_mask_fills_gets_object_clicks_only():
     mask[5:10, 5:10] = 1
     clicks = simulate_clicks(mask, [5, 5, 5, 5], 3, np.random.default_rng(0))
     assert [c[2] for c in clicks] == [1, 1, 1]
+
+
+def test_a_corrective_click_goes_deep_inside_the_largest_error_with_the_truths_label():
+    truth = np.zeros((30, 30), bool)
+    truth[5:25, 5:25] = True
+    mask = truth.copy()
+    mask[5:25, 15:25] = False  # a 20x10 miss
+    mask[0:3, 0:3] = True  # a smaller spill
+    x, y, label = corrective_click(mask, truth)
+    assert label == 1 and 15 <= x - 0.5 <= 24 and 5 <= y - 0.5 <= 24
+    assert 18 <= x - 0.5 <= 21  # the miss's middle column band, the farthest from its edges
+    mask[5:25, 15:25] = True  # once the miss is fixed, the spill is next
+    assert corrective_click(mask, truth)[2] == 0
+    assert corrective_click(truth, truth) is None
+
+
+def test_the_click_ceiling_sets_right_only_the_error_regions_the_clicks_land_on():
+    image = {"id": 1, "width": 20, "height": 20}
+    truth = np.zeros((20, 20), np.uint8)
+    truth[0:20, 0:10] = 1
+    ann = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 20, 20], "iscrowd": 0,
+           "segmentation": {"size": [20, 20], "counts": _rle(truth)}}
+    mask = truth.copy()
+    mask[0:5, 0:10] = 0  # a miss of 50 pixels
+    mask[15:20, 10:20] = 1  # a spill of 50 pixels
+    iou = float((mask & truth).sum() / (mask | truth).sum())
+    record = {"ann_id": 1, "category_id": 1, "box_area": 400.0, "iou": iou,
+              "det": {"segmentation": {"size": [20, 20], "counts": _rle(mask)}}}
+
+    def doc(points):
+        return {"images": [image], "annotations": [{**ann, "points": points}]}
+
+    assert click_ceiling([record], doc([[5.5, 10.5, 1]])) == pytest.approx(iou, abs=1e-4)  # a click on no error
+    assert click_ceiling([record], doc([[2.5, 2.5, 1]])) == pytest.approx(200 / 250, abs=1e-4)  # the miss set right
+    assert click_ceiling([record], doc([[2.5, 2.5, 1], [17.5, 17.5, 0]])) == pytest.approx(1.0)
+
+
+def _rle(mask: np.ndarray) -> str:
+    from pycocotools import mask as mask_utils
+
+    return mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"].decode("ascii")
 
 
 @pytest.mark.parametrize("shape", ["bar", "ell"])

@@ -20,6 +20,7 @@ from mal.spec import ExperimentSpec
 from plumbing import step_stopping as stopping
 from plumbing.coco import load_coco
 from plumbing.devices import precision, use_gpu
+from plumbing.csv_log import KeepingCSVLogger
 from plumbing.lightning_io import AtomicCheckpointIO
 from plumbing.lightning_run import (
     FitResult,
@@ -48,7 +49,6 @@ def fit(
     pieces (checkpoints are still written atomically); `world` is then what that launcher started.
     """
     import lightning as L
-    from lightning.pytorch.loggers import CSVLogger
 
     quiet_lightning()
     t, d = spec.train, spec.dataset
@@ -91,6 +91,8 @@ def fit(
     periodic = periodic_checkpoints(train_dir, LATEST_NAME, t.checkpoint_interval, t.checkpoint_interval_unit)
     best = keep_best(train_dir, BEST_NAME, metric)
 
+    # a resumed training keeps the metrics rows of its earlier runs (Lightning's CSVLogger deletes them)
+    csv_logger = KeepingCSVLogger(train_dir, name="", version="logs")
     trainer = L.Trainer(
         accelerator="gpu" if gpu else "cpu",
         devices=devices,
@@ -102,8 +104,8 @@ def fit(
         max_epochs=t.num_epochs,
         accumulate_grad_batches=t.accum_grad_batches,
         check_val_every_n_epoch=t.validation_interval,
-        callbacks=[periodic, best, *stopping.callbacks(train_dir / LATEST_FILE), *callbacks],
-        logger=logger if logger is not None else CSVLogger(train_dir, name="", version="logs"),
+        callbacks=[periodic, best, *stopping.callbacks(train_dir / LATEST_FILE), *callbacks, *([csv_logger.callback] if logger is None else [])],
+        logger=logger if logger is not None else csv_logger,
         enable_progress_bar=enable_progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,

@@ -20,6 +20,7 @@ from mask2former.spec import ExperimentSpec
 from plumbing import step_stopping as stopping
 from plumbing.coco import CocoSet, load_coco
 from plumbing.devices import precision, use_gpu
+from plumbing.csv_log import KeepingCSVLogger
 from plumbing.lightning_io import AtomicCheckpointIO
 from plumbing.lightning_run import (
     FitResult,
@@ -53,7 +54,6 @@ def fit(
     `strategy`/`plugins`/`devices` let a launcher that owns the processes (Ray Train) supply its own DDP pieces.
     """
     import lightning as L
-    from lightning.pytorch.loggers import CSVLogger
 
     quiet_lightning()
     t, d = spec.train, spec.dataset
@@ -92,6 +92,8 @@ def fit(
     if t.freeze:
         log.warning("train.freeze: %d tensors frozen", module.net.freeze(t.freeze))
 
+    # a resumed training keeps the metrics rows of its earlier runs (Lightning's CSVLogger deletes them)
+    csv_logger = KeepingCSVLogger(train_dir, name="", version="logs")
     trainer = L.Trainer(
         accelerator="gpu" if gpu else "cpu",
         devices=devices,
@@ -109,8 +111,9 @@ def fit(
             best := keep_best(train_dir, BEST_NAME, metric),
             *stopping.callbacks(train_dir / LATEST_FILE),
             *callbacks,
+            *([csv_logger.callback] if logger is None else []),
         ],
-        logger=logger if logger is not None else CSVLogger(train_dir, name="", version="logs"),
+        logger=logger if logger is not None else csv_logger,
         enable_progress_bar=enable_progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,

@@ -8,7 +8,14 @@ import json
 import numpy as np
 import pytest
 
-from bench.prompts import box_fit, click_ceiling, corrective_click, simulate_clicks, simulate_scribble, with_prompts
+from bench.prompts import (
+    box_fit,
+    click_ceiling,
+    corrective_click,
+    simulate_clicks,
+    simulate_scribble,
+    with_prompts,
+)
 
 
 def _disc(size: int = 40, radius: float = 12.0) -> np.ndarray:

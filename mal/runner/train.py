@@ -19,8 +19,8 @@ from mal.runner.loaders import loader, validation_set
 from mal.spec import ExperimentSpec
 from plumbing import step_stopping as stopping
 from plumbing.coco import load_coco
-from plumbing.devices import precision, use_gpu
 from plumbing.csv_log import KeepingCSVLogger
+from plumbing.devices import precision, use_gpu
 from plumbing.lightning_io import AtomicCheckpointIO
 from plumbing.lightning_run import (
     FitResult,

@@ -16,8 +16,8 @@ Clicks are simulated from the ground-truth masks, with a protocol fixed before a
   per margin.
 - **corrective clicks**: the pass a labelling team makes over masks it sees, as interactive segmentation is
   scored (Xu et al., CVPR 2016; the NoC protocol of RITM, Sofiiuk et al., 2022): each round, every box gets
-  one click at the pixel deepest inside the largest error region (8-connected, mask against the truth,
-  inside the box; `cv2.distanceTransform`), labelled with the truth there, and the masks are made again
+  one click at the pixel deepest inside the largest error region (8-connected misses or spills, inside the
+  box; `cv2.distanceTransform`), labelled with the truth there, and the masks are made again
   with every click so far. Each way of reading the clicks gets its own pass, since its masks decide where
   the next click goes. Only at inference time: the clicks depend on the model's masks.
 - Crowd instances and those without a mask get no prompt (and are not scored).
@@ -100,17 +100,29 @@ def simulate_clicks(mask: np.ndarray, bbox: list[float], count: int, rng: np.ran
     return clicks
 
 
+def error_regions(mask: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 8-connected error regions of a mask: (labels, truth value) where the labels number the misses
+    (truth, not mask) and the spills (mask, not truth) apart, 0 elsewhere, and the truth value is 1 on a miss,
+    0 on a spill. A miss and a spill that touch are two regions: one click says which of them it is on."""
+    mask, truth = mask.astype(bool), truth.astype(bool)
+    labels = np.zeros(mask.shape, np.int32)
+    misses = cv2.connectedComponents((truth & ~mask).astype(np.uint8), connectivity=8)[1]
+    spills = cv2.connectedComponents((mask & ~truth).astype(np.uint8), connectivity=8)[1]
+    labels[misses > 0] = misses[misses > 0]
+    labels[spills > 0] = spills[spills > 0] + int(misses.max())
+    return labels, truth
+
+
 def corrective_click(mask: np.ndarray, truth: np.ndarray) -> list[float] | None:
     """The next click [x, y, label] of a corrective pass on one box (arrays of its region; x, y in region
     pixels): the pixel deepest inside the largest error region, labelled with the truth; None if none."""
-    errors = (mask.astype(bool) != truth.astype(bool)).astype(np.uint8)
-    count, parts, stats, _ = cv2.connectedComponentsWithStats(errors, connectivity=8)
-    if count < 2:
+    labels, truth = error_regions(mask, truth)
+    if not labels.any():
         return None
-    largest = np.pad((parts == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).astype(np.uint8), 1)
+    largest = np.pad((labels == int(np.argmax(np.bincount(labels.ravel())[1:])) + 1).astype(np.uint8), 1)
     depth = cv2.distanceTransform(largest, cv2.DIST_L2, 5)[1:-1, 1:-1]  # the region's edge is its border too
     row, col = np.unravel_index(int(np.argmax(depth)), depth.shape)
-    return [float(col) + 0.5, float(row) + 0.5, int(bool(truth[row, col]))]
+    return [float(col) + 0.5, float(row) + 0.5, int(truth[row, col])]
 
 
 def mask_core(mask: np.ndarray) -> np.ndarray:
@@ -336,13 +348,13 @@ def _corrective_pass(checkpoint: Path, val_raw: dict, images: Path, folder: Path
 
 def click_ceiling(records: list[dict[str, Any]], doc: dict) -> float:
     """What `doc`'s clicks could buy at most by setting right the errors they land on: the mIoU when every
-    8-connected error region (the mask against the truth, in its box) holding a click is set to the truth.
+    error region (`error_regions`, in the box) holding a click is set to the truth.
     `records` are the masks without the clicks (`doc` is the same boxes with them)."""
     from mal.data.prompts import region_prompt_maps
 
     ious = {}
     for rec, ann, mask, truth, (x0, y0), truth_area in _box_regions(records, doc):
-        _, parts = cv2.connectedComponents((mask != truth).astype(np.uint8), connectivity=8)
+        parts, _ = error_regions(mask, truth)
         h, w = mask.shape
         hit = np.unique(parts[region_prompt_maps(ann, (y0, y0 + h, x0, x0 + w)).any(0)])
         fixed = np.where(np.isin(parts, hit[hit > 0]), truth, mask)

@@ -12,6 +12,7 @@ from bench.prompts import (
     box_fit,
     click_ceiling,
     corrective_click,
+    error_regions,
     simulate_clicks,
     simulate_scribble,
     with_prompts,
@@ -76,6 +77,19 @@ def test_the_click_ceiling_sets_right_only_the_error_regions_the_clicks_land_on(
     assert click_ceiling([record], doc([[5.5, 10.5, 1]])) == pytest.approx(iou, abs=1e-4)  # a click on no error
     assert click_ceiling([record], doc([[2.5, 2.5, 1]])) == pytest.approx(200 / 250, abs=1e-4)  # the miss set right
     assert click_ceiling([record], doc([[2.5, 2.5, 1], [17.5, 17.5, 0]])) == pytest.approx(1.0)
+
+
+def test_a_miss_and_a_spill_that_touch_are_two_error_regions():
+    truth = np.zeros((20, 20), bool)
+    truth[0:10, 0:10] = True
+    mask = np.zeros((20, 20), bool)
+    mask[10:20, 10:20] = True  # a spill touching the miss at a corner only
+    labels, _ = error_regions(mask, truth)
+    assert len(np.unique(labels)) == 3  # background, the miss, the spill
+    assert corrective_click(mask, truth)[2] in (0, 1)
+    mask[10:20, 10:14] = False  # now the miss is the larger: the click is on it, labelled object
+    x, y, label = corrective_click(mask, truth)
+    assert label == 1 and x < 10 and y < 10
 
 
 def _rle(mask: np.ndarray) -> str:

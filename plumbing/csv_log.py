@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
-__all__ = ["KeepingCSVLogger"]
+__all__ = ["KeepingCSVLogger", "training_logger"]
 
 
 class _KeepingWriter(ExperimentWriter):
@@ -65,6 +65,15 @@ class _TrimOnStart(Callback):
             # first row has the count its checkpoint restored
             step = trainer.fit_loop.epoch_loop._batches_that_stepped
             writer.keep_before(step if trainer.ckpt_path else None)
+
+
+def training_logger(train_dir: Any, logger: Any = None) -> tuple[Any, list[Callback]]:
+    """The Trainer's logger and the callbacks it needs: `logger` as given, or a KeepingCSVLogger writing
+    `<train_dir>/logs/metrics.csv`."""
+    if logger is not None:
+        return logger, []
+    keeping = KeepingCSVLogger(train_dir, name="", version="logs")
+    return keeping, [keeping.callback]
 
 
 class KeepingCSVLogger(CSVLogger):

@@ -19,7 +19,7 @@ from mal.runner.loaders import loader, validation_set
 from mal.spec import ExperimentSpec
 from plumbing import step_stopping as stopping
 from plumbing.coco import load_coco
-from plumbing.csv_log import KeepingCSVLogger
+from plumbing.csv_log import training_logger
 from plumbing.devices import precision, use_gpu
 from plumbing.lightning_io import AtomicCheckpointIO
 from plumbing.lightning_run import (
@@ -92,7 +92,7 @@ def fit(
     best = keep_best(train_dir, BEST_NAME, metric)
 
     # a resumed training keeps the metrics rows of its earlier runs (Lightning's CSVLogger deletes them)
-    csv_logger = KeepingCSVLogger(train_dir, name="", version="logs")
+    logger, log_callbacks = training_logger(train_dir, logger)
     trainer = L.Trainer(
         accelerator="gpu" if gpu else "cpu",
         devices=devices,
@@ -104,8 +104,8 @@ def fit(
         max_epochs=t.num_epochs,
         accumulate_grad_batches=t.accum_grad_batches,
         check_val_every_n_epoch=t.validation_interval,
-        callbacks=[periodic, best, *stopping.callbacks(train_dir / LATEST_FILE), *callbacks, *([csv_logger.callback] if logger is None else [])],
-        logger=logger if logger is not None else csv_logger,
+        callbacks=[periodic, best, *stopping.callbacks(train_dir / LATEST_FILE), *callbacks, *log_callbacks],
+        logger=logger,
         enable_progress_bar=enable_progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,

@@ -19,7 +19,7 @@ from mask2former.objective import objective
 from mask2former.spec import ExperimentSpec
 from plumbing import step_stopping as stopping
 from plumbing.coco import CocoSet, load_coco
-from plumbing.csv_log import KeepingCSVLogger
+from plumbing.csv_log import training_logger
 from plumbing.devices import precision, use_gpu
 from plumbing.lightning_io import AtomicCheckpointIO
 from plumbing.lightning_run import (
@@ -93,7 +93,7 @@ def fit(
         log.warning("train.freeze: %d tensors frozen", module.net.freeze(t.freeze))
 
     # a resumed training keeps the metrics rows of its earlier runs (Lightning's CSVLogger deletes them)
-    csv_logger = KeepingCSVLogger(train_dir, name="", version="logs")
+    logger, log_callbacks = training_logger(train_dir, logger)
     trainer = L.Trainer(
         accelerator="gpu" if gpu else "cpu",
         devices=devices,
@@ -111,9 +111,9 @@ def fit(
             best := keep_best(train_dir, BEST_NAME, metric),
             *stopping.callbacks(train_dir / LATEST_FILE),
             *callbacks,
-            *([csv_logger.callback] if logger is None else []),
+            *log_callbacks,
         ],
-        logger=logger if logger is not None else csv_logger,
+        logger=logger,
         enable_progress_bar=enable_progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,

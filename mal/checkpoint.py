@@ -76,7 +76,15 @@ def network_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def export_weights(checkpoint_path: str | Path, target: str | Path) -> Path:
-    """The weights-only state dict (student.* and teacher.*) of a training checkpoint, written to `target`."""
-    return torch_files.save_atomic(network_state(load(checkpoint_path)), target)
+    """The weights-only state dict (student.* and teacher.*) of a training checkpoint, written to `target`,
+    with the binarisation threshold chosen in training when there is one (a float beside the tensors:
+    `network_state` reads tensors only)."""
+    from mal.threshold_choice import CHECKPOINT_KEY
+
+    checkpoint = load(checkpoint_path)
+    weights: dict[str, Any] = dict(network_state(checkpoint))
+    if checkpoint.get(CHECKPOINT_KEY) is not None:
+        weights[CHECKPOINT_KEY] = float(checkpoint[CHECKPOINT_KEY])
+    return torch_files.save_atomic(weights, target)
 
 

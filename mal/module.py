@@ -18,8 +18,9 @@ from mal.losses import mal_losses
 from mal.metrics import MIoU, class_balanced_mean, coco_mask_ap, region_iou
 from mal.model import build_mal
 from mal.objective import BOX_METRICS
-from mal.predict import force_prompts, paste_masks, prompted_logits, thresholds_by_bucket
+from mal.predict import InstanceMask, force_prompts, paste_masks, prompted_logits, thresholds_by_bucket
 from mal.spec import ExperimentSpec
+from mal.threshold_choice import CHECKPOINT_KEY, GRID, at_thresholds, choose
 from plumbing.coco import CocoSet, gt_mask
 
 
@@ -41,7 +42,11 @@ def lr_factor(step: int, steps_per_epoch: int, warmup_epochs: int, num_epochs: i
 
 
 class MALModule(L.LightningModule):
-    def __init__(self, spec: ExperimentSpec, val_coco: CocoSet | None = None, steps_per_epoch: int | None = None) -> None:
+    def __init__(
+        self, spec: ExperimentSpec, val_coco: CocoSet | None = None, steps_per_epoch: int | None = None,
+        choose_threshold: bool = False,
+    ) -> None:
+        """`choose_threshold`: every validation picks the binarisation threshold (mal.threshold_choice)."""
         super().__init__()
         self.spec = spec
         # Known to the runner; asking the Trainer (estimated_stepping_batches) here would build the train
@@ -52,6 +57,17 @@ class MALModule(L.LightningModule):
         self._val_anns = {a["id"]: a for a in val_coco.anns} if val_coco else {}
         self._records: list[dict[str, Any]] = []
         self._thresholds = thresholds_by_bucket(spec.train.mask_thres)
+        self._grid = GRID if choose_threshold else ()
+        self.chosen_threshold: float | None = None
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """The binarisation threshold per box-size bucket: the spec's, or the one chosen on the val set."""
+        return self._thresholds
+
+    def use_threshold(self, threshold: float) -> None:
+        self.chosen_threshold = threshold
+        self._thresholds = dict.fromkeys(self._thresholds, threshold)
 
     # ------------------------------------------------------------------ training
 
@@ -107,14 +123,19 @@ class MALModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["mal_spec"] = self.spec.to_dict()
         checkpoint["tao_model"] = "mal"
+        if self.chosen_threshold is not None:
+            checkpoint[CHECKPOINT_KEY] = self.chosen_threshold
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The optimizer's hyperparameters come from this run's spec, not the checkpoint's.
 
         A plain resume is unchanged by this; a PBT exploit (another trial's checkpoint, perturbed spec)
         would otherwise train on with the donor's lr, weight decay and betas. Lightning restores the
-        optimizer and scheduler from this same dict after this hook.
+        optimizer and scheduler from this same dict after this hook. A resumed run that chooses its
+        threshold goes on from the one chosen before.
         """
+        if self._grid and checkpoint.get(CHECKPOINT_KEY) is not None:
+            self.use_threshold(float(checkpoint[CHECKPOINT_KEY]))
         t = self.spec.train
         base_lr = self.effective_lr()
         factor = 1.0
@@ -141,7 +162,7 @@ class MALModule(L.LightningModule):
         return prompted_logits(features, logits, batch, self._thresholds, e.prompt_refine, e.prompt_keep_weight, e.prompt_spread)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._records += validation_records(self.predict_logits(batch), batch, self._thresholds, self._val_anns)
+        self._records += validation_records(self.predict_logits(batch), batch, self._thresholds, self._val_anns, grid=self._grid)
 
     def on_validation_epoch_start(self) -> None:
         self._records = []
@@ -153,7 +174,15 @@ class MALModule(L.LightningModule):
             torch.distributed.all_gather_object(gathered, records)
             # DistributedSampler pads with repeats: keep each annotation once
             records = list({r["ann_id"]: r for part in gathered for r in part}.values())
+        chosen = None
+        if self._grid:  # every rank has every record, so every rank chooses the same
+            spec_thres = self.spec.train.mask_thres
+            chosen, records = choose(records, self._grid, prefer=sum(spec_thres) / len(spec_thres))
+            if chosen is not None:
+                self.use_threshold(chosen)
         metrics = compute_metrics(records, self.val_coco.raw if self.val_coco else None)
+        if chosen is not None:
+            metrics["mask_thres"] = chosen
         self.last_metrics = metrics
         for name, value in metrics.items():
             if isinstance(value, float) and math.isnan(value):
@@ -164,13 +193,15 @@ class MALModule(L.LightningModule):
 
 def validation_records(
     logits: torch.Tensor, batch: dict[str, torch.Tensor], thresholds: dict[str, float], anns: dict[int, dict],
-    force: bool = True,
+    force: bool = True, grid: tuple[float, ...] = (),
 ) -> list[dict[str, Any]]:
     """What `compute_metrics` reads of a batch's masks: every box gets its box_score; a box with a ground-truth
-    mask also gets its IoU and its detection. `force` sets a box's labelled prompt pixels as they were given."""
+    mask also gets its IoU and its detection. `force` sets a box's labelled prompt pixels as they were given.
+    `grid`: such a box also gets its IoU and detection at each of these thresholds (`iou_at`, `det_at`),
+    for mal.threshold_choice.choose."""
     records = []
     scores = batch_scores(logits, batch, thresholds)
-    for k, inst in enumerate(paste_masks(logits, batch, thresholds)):
+    for k, inst in enumerate(paste_masks(logits, batch, thresholds, keep_prob=bool(grid))):
         ann = anns[inst.ann_id]
         if ann.get("iscrowd", 0):
             continue  # a crowd region is not one instance: neither a box to fill nor a mask to match
@@ -183,10 +214,18 @@ def validation_records(
             **{name: values[k] for name, values in scores.items()},
         }
         if ann.get("segmentation"):
-            record["iou"] = region_iou(inst.mask, inst.region, gt_mask(ann, *inst.image_hw))
-            record["det"] = {"image_id": inst.image_id, "category_id": inst.category_id, "segmentation": inst.rle(), "score": inst.score}
+            truth = gt_mask(ann, *inst.image_hw)
+            record["iou"], record["det"] = region_iou(inst.mask, inst.region, truth), _detection(inst)
+            if grid:
+                masks = [force_prompts(m, ann) if force else m for m in at_thresholds(inst, grid)]
+                record["iou_at"] = [region_iou(m.mask, m.region, truth) for m in masks]
+                record["det_at"] = [_detection(m) for m in masks]
         records.append(record)
     return records
+
+
+def _detection(inst: InstanceMask) -> dict[str, Any]:
+    return {"image_id": inst.image_id, "category_id": inst.category_id, "segmentation": inst.rle(), "score": inst.score}
 
 
 def compute_metrics(records: list[dict[str, Any]], gt_dataset: dict | None) -> dict[str, float]:

@@ -34,6 +34,7 @@ class InstanceMask:
     region: tuple[int, int, int, int]  # y0, y1, x0, x1 of the box in image pixels, clipped to the image
     mask: np.ndarray  # bool, shape (y1-y0, x1-x0)
     score: float  # mean foreground probability: the confidence COCOeval ranks by
+    prob: np.ndarray | None = None  # float32 foreground probability over the region, when asked for
 
     @property
     def box_area(self) -> float:
@@ -61,8 +62,11 @@ def thresholds_by_bucket(mask_thres: list[float]) -> dict[str, float]:
     return dict(zip(BUCKETS, values, strict=True))
 
 
-def paste_masks(logits: torch.Tensor, batch: dict[str, torch.Tensor], thresholds: dict[str, float]) -> list[InstanceMask]:
+def paste_masks(
+    logits: torch.Tensor, batch: dict[str, torch.Tensor], thresholds: dict[str, float], keep_prob: bool = False
+) -> list[InstanceMask]:
     """Upsample each crop's logits to its expanded box in image pixels, keep the box region, binarise.
+    `keep_prob`: each mask keeps its probabilities too (to binarise it again at other thresholds).
 
     Resizing straight to the expanded-box size (instead of crop size, then again to the box) is the same
     mapping with one interpolation less.
@@ -80,6 +84,7 @@ def paste_masks(logits: torch.Tensor, batch: dict[str, torch.Tensor], thresholds
             mask = (prob > thresholds[area_bucket(bbox[2] * bbox[3])]).cpu().numpy()
             score = float(prob[torch.from_numpy(mask).to(prob.device)].mean()) if mask.any() else float(prob.mean())
         else:
+            prob = torch.zeros((y1 - y0, x1 - x0))
             mask, score = np.zeros((y1 - y0, x1 - x0), dtype=bool), 0.0
         out.append(
             InstanceMask(
@@ -91,6 +96,7 @@ def paste_masks(logits: torch.Tensor, batch: dict[str, torch.Tensor], thresholds
                 region=(y0, y1, x0, x1),
                 mask=mask,
                 score=score,
+                prob=prob.float().cpu().numpy() if keep_prob else None,
             )
         )
     return out

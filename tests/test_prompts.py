@@ -21,6 +21,7 @@ from mal.losses import label_maps, mal_losses, mean_field_pseudo_labels, prompt_
 from mal.predict import InstanceMask, force_prompts, key_correction, prompted_logits, thresholds_by_bucket
 from mal.prompt_regions import spread_prompts
 from mal.spec import TrainConfig
+from mal.threshold_choice import CHECKPOINT_KEY, GRID
 from plumbing.coco import load_coco
 from plumbing.coco_prompts import PROMPT_BOX_MIN_PX, derived_bbox
 
@@ -438,6 +439,11 @@ def test_mal_train_and_mal_inference_take_points_and_scribbles(tiny_data, tmp_pa
     assert done.returncode == 0, done.stderr[-3000:]
     rows = list(csv.DictReader((tmp_path / "run" / "train" / "logs" / "metrics.csv").open()))
     assert any(row.get("loss_prompt") for row in rows)
+    # trained with prompts, the threshold is chosen on the val set, logged, and kept with the checkpoint
+    chosen = [round(float(row["mask_thres"]), 6) for row in rows if row.get("mask_thres")]  # logged as float32
+    assert chosen and all(t in GRID for t in chosen)
+    latest = torch.load(tmp_path / "run" / "train" / "mal_model_latest.pth", weights_only=False)
+    assert latest[CHECKPOINT_KEY] == chosen[-1]
 
     val = tiny_data / "val" / "annotations.json"
     raw = json.loads(val.read_text())
@@ -447,6 +453,7 @@ def test_mal_train_and_mal_inference_take_points_and_scribbles(tiny_data, tmp_pa
         f"inference.checkpoint={tmp_path / 'run' / 'train' / 'mal_model_latest.pth'}", "inference.label_dump_path=labels.json",
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert f"binarising at mask_thres {chosen[-1]:g}" in done.stderr
     labels = json.loads((tmp_path / "run" / "inference" / "labels.json").read_text())
     assert [a["id"] for a in labels["annotations"]] == [a["id"] for a in raw["annotations"]]
     assert all(a["points"] for a in labels["annotations"])

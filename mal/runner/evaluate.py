@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from mal import checkpoint as ckpt
+from mal import threshold_choice
 from mal.errors import UserError
 from mal.module import MALModule, compute_metrics, validation_records
 from mal.objective import has_masks
@@ -47,6 +48,10 @@ def load_module(spec: ExperimentSpec, checkpoint_path: str, val_coco: CocoSet | 
         )
     ignored = f"; ignored {len(result.unexpected_keys)} others, e.g. {result.unexpected_keys[0]}" if result.unexpected_keys else ""
     log.warning("loaded %d tensors (student and teacher) from %s%s", len(state) - len(result.unexpected_keys), checkpoint_path, ignored)
+    chosen = raw.get(threshold_choice.CHECKPOINT_KEY)
+    if chosen is not None and spec.train.choose_mask_thres is not False:
+        module.use_threshold(threshold_choice.checked(chosen, str(checkpoint_path)))
+        log.warning("binarising at mask_thres %g, chosen on the val set in training (train.choose_mask_thres=false: the spec's)", module.chosen_threshold)
     return module.eval()
 
 

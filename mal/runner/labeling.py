@@ -14,7 +14,7 @@ from mal import checkpoint as ckpt
 from mal.data import UnitCrops, eval_margins, label_units, unit_crops
 from mal.errors import UserError
 from mal.metrics import region_iou
-from mal.predict import InstanceMask, force_prompts, paste_masks, thresholds_by_bucket
+from mal.predict import InstanceMask, force_prompts, paste_masks
 from mal.runner.evaluate import load_module, write_json
 from mal.spec import ExperimentSpec, with_values
 from mal.spec.outputs import label_dump_location
@@ -43,7 +43,7 @@ class Labeler:
         self.module = load_module(spec, inf.checkpoint).to(self.device)  # once per labeler: per process or actor
         self.use_amp = spec.train.use_amp
         self.with_iou = inf.load_mask
-        self.thresholds = thresholds_by_bucket(spec.train.mask_thres)
+        self.thresholds = self.module.thresholds  # the spec's, or the one chosen in training
         self.margins = eval_margins(spec.train.test_margin_rate)
         self.crop_size = spec.dataset.crop_size
 

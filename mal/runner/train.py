@@ -19,6 +19,7 @@ from mal.runner.loaders import loader, validation_set
 from mal.spec import ExperimentSpec
 from plumbing import step_stopping as stopping
 from plumbing.coco import load_coco
+from plumbing.coco_prompts import has_prompts
 from plumbing.csv_log import training_logger
 from plumbing.devices import precision, use_gpu
 from plumbing.lightning_io import AtomicCheckpointIO
@@ -81,7 +82,11 @@ def fit(
     val_loader = loader(val_set, spec.evaluate.batch_size, workers, EpochSampler(len(val_set), 0, shuffle=False, pad=False))
 
     batches_per_rank = math.ceil(len(train_set) / world / t.batch_size)
-    module = MALModule(spec, val_coco, steps_per_epoch=math.ceil(batches_per_rank / t.accum_grad_batches))
+    choose = t.choose_mask_thres if t.choose_mask_thres is not None else any(map(has_prompts, instances))
+    if choose:
+        why = "" if t.choose_mask_thres else " (the training boxes have points or scribbles)"
+        log.warning("choosing train.mask_thres on the val set at every validation%s", why)
+    module = MALModule(spec, val_coco, steps_per_epoch=math.ceil(batches_per_rank / t.accum_grad_batches), choose_threshold=choose)
     resume = t.resume_training_checkpoint_path or ckpt.latest(train_dir)
     if not resume:
         from mal.pretrained import load_pretrained

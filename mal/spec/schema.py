@@ -110,6 +110,11 @@ class TrainConfig(Devices):
     margin_rate: list[float] = Field(default_factory=lambda: [0, 1.2], description="Train crop expansion range.")
     test_margin_rate: list[float] = Field(default_factory=lambda: [0.6, 0.6], description="Test crop expansion.")
     mask_thres: list[float] = Field(default_factory=lambda: [0.1], validate_default=True, description="Binarisation threshold: 1 or 3 (small/medium/large).")
+    choose_mask_thres: bool | None = Field(
+        None,
+        description="Choose the binarisation threshold on the val set at every validation (the best mIoU among 0.1, 0.2, ..., 0.9); "
+        "the checkpoint keeps it and evaluate and inference use it. null: only when the training set has points or scribbles.",
+    )
     loss_mil_weight: float = Field(4, ge=0, description="Weight of the MIL box-projection loss.")
     loss_crf_weight: float = Field(0.5, ge=0, description="Weight of the CRF pseudo-label loss.")
     loss_aff_weight: float = Field(

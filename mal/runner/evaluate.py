@@ -51,7 +51,7 @@ def load_module(spec: ExperimentSpec, checkpoint_path: str, val_coco: CocoSet | 
     chosen = raw.get(threshold_choice.CHECKPOINT_KEY)
     if chosen is not None and spec.train.choose_mask_thres is not False:
         module.use_threshold(threshold_choice.checked(chosen, str(checkpoint_path)))
-        log.warning("binarising at mask_thres %g, chosen on the val set in training (train.choose_mask_thres=false: the spec's)", module.chosen_threshold)
+        log.warning("binarising at mask_thres %g, chosen in training on its val set (train.choose_mask_thres=false for the spec's)", module.chosen_threshold)
     return module.eval()
 
 

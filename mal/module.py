@@ -197,10 +197,13 @@ def validation_records(
 ) -> list[dict[str, Any]]:
     """What `compute_metrics` reads of a batch's masks: every box gets its box_score; a box with a ground-truth
     mask also gets its IoU and its detection. `force` sets a box's labelled prompt pixels as they were given.
-    `grid`: such a box also gets its IoU and detection at each of these thresholds (`iou_at`, `det_at`),
-    for mal.threshold_choice.choose."""
+    `grid`: every box also gets its box_score at each of these thresholds (`scores_at`), and one with a mask
+    its IoU and detection (`iou_at`, `det_at`), for mal.threshold_choice.choose."""
     records = []
     scores = batch_scores(logits, batch, thresholds)
+    # box_score too at each threshold of the grid, so that the scores a validation reports are all read at the
+    # threshold it chooses
+    scores_at = [batch_scores(logits, batch, dict.fromkeys(thresholds, t)) for t in grid]
     for k, inst in enumerate(paste_masks(logits, batch, thresholds, keep_prob=bool(grid))):
         ann = anns[inst.ann_id]
         if ann.get("iscrowd", 0):
@@ -213,6 +216,8 @@ def validation_records(
             "box_area": inst.box_area,
             **{name: values[k] for name, values in scores.items()},
         }
+        if grid:
+            record["scores_at"] = [{name: values[k] for name, values in at.items()} for at in scores_at]
         if ann.get("segmentation"):
             truth = gt_mask(ann, *inst.image_hw)
             record["iou"], record["det"] = region_iou(inst.mask, inst.region, truth), _detection(inst)

@@ -46,8 +46,9 @@ def choose(
     records: list[dict[str, Any]], grid: tuple[float, ...], prefer: float
 ) -> tuple[float | None, list[dict[str, Any]]]:
     """The threshold of `grid` with the best class-balanced mIoU over the records that have `iou_at`, and
-    the records read at it (`iou` and `det` from `iou_at[j]` and `det_at[j]`). Ties go to the threshold
-    nearest `prefer` (the spec's), so a saturated network keeps it. (None, records) when no record has a mask.
+    the records read at it (`iou` and `det` from `iou_at[j]` and `det_at[j]`, box_score and its parts from
+    `scores_at[j]` where a record has them, masked or not). Ties go to the threshold nearest `prefer` (the
+    spec's), so a saturated network keeps it. (None, records) when no record has a mask.
     """
     scored = [r for r in records if "iou_at" in r]
     if not scored:
@@ -57,7 +58,9 @@ def choose(
     best = max(range(len(grid)), key=lambda j: (means[j], -abs(grid[j] - prefer)))
     read = []
     for r in records:
-        plain = {k: v for k, v in r.items() if k not in ("iou_at", "det_at")}
+        plain = {k: v for k, v in r.items() if k not in ("iou_at", "det_at", "scores_at")}
+        if "scores_at" in r:
+            plain.update(r["scores_at"][best])
         if "iou_at" in r:
             plain["iou"], plain["det"] = r["iou_at"][best], r["det_at"][best]
         read.append(plain)

@@ -28,12 +28,15 @@ def test_the_threshold_with_the_best_class_balanced_miou_wins_and_the_records_ar
     # 0.5 wins (0.55 + 0.9) / 2 against 0.3's (0.6 + 0.5) / 2, where a mean over boxes would pick 0.3
     records = [_record(k, 1, [0.5, 0.6, 0.55]) for k in range(3)] + [_record(9, 2, [0.3, 0.5, 0.9])]
     records.append({"ann_id": 10, "category_id": 2, "box_area": 100.0, "box_score": 0.4})  # no mask: kept as it is
-    chosen, read = choose(records, grid, prefer=0.1)
+    unmasked = {"ann_id": 11, "category_id": 2, "box_area": 100.0, "box_score": 0.4,
+                "scores_at": [{"box_score": 0.1 * j} for j in range(3)]}  # no mask: its box_score read at the choice
+    chosen, read = choose([*records, unmasked], grid, prefer=0.1)
     assert chosen == 0.5
-    assert [r.get("iou") for r in read] == [0.55, 0.55, 0.55, 0.9, None]
+    assert [r.get("iou") for r in read] == [0.55, 0.55, 0.55, 0.9, None, None]
     assert read[3]["det"] == {"at": 2}
-    assert not any("iou_at" in r or "det_at" in r for r in read)
+    assert not any("iou_at" in r or "det_at" in r or "scores_at" in r for r in read)
     assert read[4] == records[4]
+    assert read[5]["box_score"] == 0.2
 
 
 def test_a_tie_goes_to_the_spec_threshold_and_no_mask_means_no_choice():
@@ -90,6 +93,10 @@ def test_validation_reads_the_masks_at_every_threshold_and_the_choice_finds_the_
     assert [r > 0.99 for r in record["iou_at"]] == [0.25 < t < 0.8 for t in GRID]
     chosen, (read,) = choose([record], GRID, prefer=0.1)
     assert chosen == 0.3 and read["iou"] == pytest.approx(1.0)  # of the perfect ones, the nearest to the spec's
+    # box_score and its parts are read at the chosen threshold too: the box filled at 0.1, 12 columns at 0.3
+    assert record["box_projection"] != read["box_projection"]
+    assert read["box_projection"] == record["scores_at"][GRID.index(0.3)]["box_projection"]
+    assert "scores_at" not in read
     (plain,) = validation_records(logits, batch, at_spec, anns)
     assert "iou_at" not in plain and plain["iou"] == record["iou"]
 

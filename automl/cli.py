@@ -165,23 +165,21 @@ def status(study_dir: Path = typer.Argument(..., help="The study's results_dir."
     import json
 
     from rich.console import Console
-    from rich.table import Table
 
     from automl.state import LEADERBOARD_FILE, read_study
+    from automl.status_table import error_lines, leaderboard_table
     from automl.study_file import read_leaderboard
 
     doc = read_study(study_dir)
     rows = read_leaderboard(study_dir / LEADERBOARD_FILE)
     s = doc["settings"]
-    table = Table(title=f"{s['model']} · {s['algorithm']} · {doc['status']} · {doc['elapsed_seconds']:.0f}s")
-    for column in rows[0].keys() if rows else ["trial_id"]:
-        table.add_column(column, overflow="fold")
     metric_col = f"best_{s['metric']}"
     rows.sort(key=lambda r: _as_number(r.get(metric_col), s["mode"]), reverse=s["mode"] == "max")
-    for row in rows:
-        table.add_row(*(_short(row[c]) for c in row))
+    title = f"{s['model']} · {s['algorithm']} · {doc['status']} · {doc['elapsed_seconds']:.0f}s"
     console = Console()
-    console.print(table)
+    console.print(leaderboard_table(title, rows, metric_col))
+    for line in error_lines(rows):
+        console.print(line, style="red", markup=False, highlight=False)
     best = doc.get("best") or doc.get("best_so_far")
     if best:
         console.print(f"best: {best['trial_id']}  {json.dumps(best.get('params'))}")
@@ -287,14 +285,6 @@ def _scores(metrics: dict, names: list[str]) -> str:
     """The study's metric first, then the model's other metrics the final evaluation reported."""
     shown = [name for name in dict.fromkeys(names) if isinstance(metrics.get(name), int | float)]
     return ", ".join(f"{name} {metrics[name]:.4f}" for name in shown) or "no metric reported"
-
-
-def _short(cell: str) -> str:
-    """Numbers to 4 significant digits so the table fits a terminal; other text as it is."""
-    try:
-        return cell if cell.isdigit() else f"{float(cell):.4g}"
-    except ValueError:
-        return cell
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -39,13 +39,17 @@ class StudyRecorder(Callback):
         self.scheduler = scheduler
         self.status = LiveStatus(console, state, self.max_trials)
         self.on_first_result: Any = None  # called once, at the first result any trial reports
+        # per trial, when its current run began and the seconds it had run before: a trial's seconds count its
+        # runs only, not a HyperBand pause or a driver that was down before a resume
+        self._runs: dict[str, tuple[float, float]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its run config into the experiment state; a console and a thread do not pickle
-        return {k: v for k, v in self.__dict__.items() if k not in ("console", "tracking", "status", "on_first_result")}
+        skip = ("console", "tracking", "status", "on_first_result", "_runs")
+        return {k: v for k, v in self.__dict__.items() if k not in skip}
 
     def __setstate__(self, data: dict[str, Any]) -> None:
-        self.__dict__.update(data, console=Console(), tracking=None, on_first_result=None)
+        self.__dict__.update(data, console=Console(), tracking=None, on_first_result=None, _runs={})
         self.status = LiveStatus(self.console, self.state, self.max_trials)
 
     def setup(self, **info: Any) -> None:
@@ -77,6 +81,7 @@ class StudyRecorder(Callback):
         if rec.status in FINAL:  # a finished trial replaying its outcome after a resume
             return
         rec.status, rec.started = "RUNNING", rec.started or time.time()
+        self._runs[trial.trial_id] = (time.time(), rec.seconds)
         self._write()
         spec = self._trial_spec(trial.trial_id, rec.params)
         self._send("start_trial", trial.trial_id, rec.params, dump_yaml(spec.model_dump(mode="json")))
@@ -96,9 +101,14 @@ class StudyRecorder(Callback):
         rec.history.append({"epoch": epoch, self.state.metric: value, **{k: v for k, v in scores.items() if v is not None}})
         if value is not None and (rec.best_metric is None or (value > rec.best_metric) == (self.state.mode == "max")):
             rec.best_metric = value
-        rec.seconds = time.time() - (rec.started or time.time())
+        rec.seconds = self._seconds(rec)
         self._write()
         self._send("trial_result", trial.trial_id, result)
+
+    def _seconds(self, rec: Any) -> float:
+        """The seconds `rec`'s trial has run, over all its runs."""
+        began, before = self._runs.get(rec.trial_id, (rec.started or time.time(), 0.0))
+        return before + time.time() - began
 
     def _finish(self, trial, status: str, error: str = "") -> None:
         rec = self.state.record(trial.trial_id, trial.config)
@@ -106,7 +116,7 @@ class StudyRecorder(Callback):
             return
         rec.status, rec.error = status, error
         if rec.started:
-            rec.seconds = time.time() - rec.started
+            rec.seconds = self._seconds(rec)
         self._write()
         last = {"epoch": rec.epochs, self.state.metric: rec.history[-1][self.state.metric]} if rec.history else {}
         write_outcome(self.state.dir, trial.trial_id, status, error, last)

@@ -12,11 +12,14 @@ from typing import Any
 
 __all__ = ["error_lines", "leaderboard_table"]
 
-def column_titles(columns: list[str]) -> dict[str, str]:
+def column_titles(columns: list[str], metric_column: str) -> dict[str, str]:
     """Each column's title, spaced at its underscores: a dotted field by its last part, unless another
-    column has the same last part."""
+    column has the same last part. The metric keeps its name as the study knows it (best_mask_AP: "best mask_AP")."""
     last = [c.rsplit(".", 1)[-1] for c in columns]
-    return {c: (short if last.count(short) == 1 else c).replace("_", " ") for c, short in zip(columns, last, strict=True)}
+    titles = {c: (short if last.count(short) == 1 else c).replace("_", " ") for c, short in zip(columns, last, strict=True)}
+    if metric_column in titles:
+        titles[metric_column] = metric_column.replace("best_", "best ", 1)
+    return titles
 
 
 def cell(column: str, text: str, metric_column: str) -> str:
@@ -44,7 +47,7 @@ def leaderboard_table(title: str, rows: list[dict[str, str]], metric_column: str
     columns = [c for c in rows[0] if c != "error"] if rows else ["trial_id"]
     table = Table(title=title, box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False, show_edge=False)
     shown = [[cell(c, row.get(c, ""), metric_column) for c in columns] for row in rows]
-    for j, title_text in enumerate(column_titles(columns).values()):
+    for j, title_text in enumerate(column_titles(columns, metric_column).values()):
         # neither a value nor a word of the title is cut: the title wraps at its spaces
         widest = max([len(r[j]) for r in shown] + [len(word) for word in title_text.split()])
         table.add_column(title_text, min_width=widest, max_width=widest)

@@ -31,9 +31,10 @@ def test_the_table_fits_80_columns_with_every_value_whole():
 
 
 def test_titles_are_short_unless_two_fields_share_a_last_part():
-    titles = column_titles(["trial_id", "train.lr", "model.lr", "train.loss_crf_weight", "best_mIoU"])
+    titles = column_titles(["trial_id", "train.lr", "model.lr", "train.loss_crf_weight", "best_mIoU"], "best_mIoU")
     assert titles == {"trial_id": "trial id", "train.lr": "train.lr", "model.lr": "model.lr",
                       "train.loss_crf_weight": "loss crf weight", "best_mIoU": "best mIoU"}
+    assert column_titles(["trial_id", "best_mask_AP"], "best_mask_AP")["best_mask_AP"] == "best mask_AP"
 
 
 def test_cells_round_numbers_and_keep_text():

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import ROOT, bin_path, quiet_lightning, run_logged
+from bench.gpu_mask2former import train_mask2former
 
 CONTEXT_FILE = "context.json"
 PARTS_DIR = "parts"
@@ -484,6 +485,7 @@ RUNS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "train_resume": train_resume,
     "eval_infer": eval_infer,
     "train_effnet": train_effnet,
+    "train_m2f": train_mask2former,
     "data_loader": data_loader,
     "ddp": ddp,
     "ray_trials": ray_trials,

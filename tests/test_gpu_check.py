@@ -4,6 +4,7 @@ a GPU run reports (mask agreement, part selection and needs, time caps, the budg
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pycocotools import mask as mask_utils
 
 from bench import gpu_check, gpu_wheels
 from bench.gpu_check import BY_NAME, feeding, goals, run_child, selected, unmet_need
+from bench.gpu_mask2former import AP_TOLERANCE, problems_of
 from bench.gpu_parts import AGREEMENT, CheckFailed, Context, mask_agreement
 from tests.conftest import ROOT
 
@@ -62,6 +64,15 @@ def test_agreement_counts_the_share_of_boxes_and_refuses_other_boxes():
     assert not mask_agreement(reference, one_moved, AGREEMENT["gpu_fp32"])["agree"]  # fp32 wants 98%
     with pytest.raises(CheckFailed, match="different boxes"):
         mask_agreement(reference, reference[:-1], AGREEMENT["gpu_fp32"])
+
+
+def test_mask2former_on_a_gpu_fails_on_bad_losses_or_an_ap_the_cpu_does_not_share():
+    assert problems_of([3.2, 2.9], [0.01, 0.02], 0.02, 0.021) == []
+    assert problems_of([3.2, math.nan], [0.01], 0.02, None) == ["1 of 2 logged losses are NaN or inf"]
+    assert problems_of([], [0.01], 0.02, None) == ["no training loss was logged"]
+    assert "not one finite value" in problems_of([1.0], [math.nan], 0.02, None)[0]
+    (moved,) = problems_of([1.0], [0.3], 0.30, 0.30 - 2 * AP_TOLERANCE)
+    assert "on the GPU against" in moved and "on the CPU" in moved
 
 
 def test_selected_parts_bring_what_they_read_in_the_checks_order():
@@ -154,6 +165,9 @@ def test_without_a_gpu_the_check_runs_the_cpu_parts_says_what_needs_a_gpu_and_ex
     assert "agreement" not in labelled  # the GPU's masks are what it compares
     assert parts["train_vit"]["figures"]["train_crops_per_s"] > 0 and parts["train_vit"]["figures"]["mfu"] is None
     assert list(parts["infer_sweep"]["figures"]["masks_per_s"]) == ["4", "8"]  # JSON keys
+    second = parts["train_m2f"]["figures"]
+    assert second["device"] == "cpu, fp32" and second["losses_logged"] > 0 and second["mask_AP_cpu"] is None
+    assert 0 <= second["mask_AP"] <= 1 and len(second["mask_AP_per_epoch"]) == second["epochs"]
 
     assert doc["figures"]["needs_a_gpu"] == gpu_check.NEEDS_A_GPU
     assert all(goal["measured"] is None for goal in doc["figures"]["goals"].values())

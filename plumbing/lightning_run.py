@@ -98,6 +98,10 @@ def periodic_checkpoints(train_dir: Path, latest_name: str, interval: int, unit:
         enable_version_counter=False,  # a resumed run overwrites the latest file, never writes -v1 copies
         every_n_epochs=interval if unit == "epoch" else None,
         every_n_train_steps=interval if unit == "step" else None,
+        # at the end of every training epoch, after its validation if it has one: left to Lightning, it saves
+        # only when validation runs, so with validation_interval 2 the odd epochs, the last one included, had
+        # no checkpoint and the latest file stayed an epoch behind
+        save_on_train_epoch_end=True,
     )
     periodic.CHECKPOINT_NAME_LAST = latest_name
     periodic.FILE_EXTENSION = EXTENSION

@@ -59,6 +59,16 @@ def test_checkpoint_names_follow_tao(full_run):
     assert not list(train_dir.glob("*.tmp"))  # atomic writes leave no partial files
 
 
+def test_every_epoch_is_checkpointed_when_validation_skips_some(tiny_data, tmp_path):
+    """validation_interval 2 over 3 epochs: the unvalidated epochs (the last among them) still get their
+    checkpoint, and the latest file holds the last epoch, not the last validated one."""
+    runner.fit(_spec(tiny_data, tmp_path, "train.num_epochs=3", "train.validation_interval=2"), enable_progress_bar=False)
+    train_dir = tmp_path / "train"
+    assert {f"model_epoch_{e:03d}.pth" for e in range(3)} <= {p.name for p in train_dir.glob("*.pth")}
+    latest = torch.load(train_dir / "mal_model_latest.pth", weights_only=False)
+    assert latest["epoch"] == 2
+
+
 def test_first_step_is_already_in_warmup(full_run):
     _, log, _ = full_run
     lrs = [log.lrs[s] for s in sorted(log.lrs)]

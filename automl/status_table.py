@@ -14,7 +14,8 @@ __all__ = ["error_lines", "leaderboard_table"]
 
 def column_titles(columns: list[str], metric_column: str) -> dict[str, str]:
     """Each column's title, spaced at its underscores: a dotted field by its last part, unless another
-    column has the same last part. The metric keeps its name as the study knows it (best_mask_AP: "best mask_AP")."""
+    column has the same last part. The metric keeps its name as the study knows it ("best_val_loss" is titled
+    "best val_loss")."""
     last = [c.rsplit(".", 1)[-1] for c in columns]
     titles = {c: (short if last.count(short) == 1 else c).replace("_", " ") for c, short in zip(columns, last, strict=True)}
     if metric_column in titles:

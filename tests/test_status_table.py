@@ -34,7 +34,7 @@ def test_titles_are_short_unless_two_fields_share_a_last_part():
     titles = column_titles(["trial_id", "train.lr", "model.lr", "train.loss_crf_weight", "best_mIoU"], "best_mIoU")
     assert titles == {"trial_id": "trial id", "train.lr": "train.lr", "model.lr": "model.lr",
                       "train.loss_crf_weight": "loss crf weight", "best_mIoU": "best mIoU"}
-    assert column_titles(["trial_id", "best_mask_AP"], "best_mask_AP")["best_mask_AP"] == "best mask_AP"
+    assert column_titles(["trial_id", "best_val_loss"], "best_val_loss")["best_val_loss"] == "best val_loss"
 
 
 def test_cells_round_numbers_and_keep_text():

@@ -12,6 +12,7 @@ from typing import Any
 
 __all__ = ["error_lines", "leaderboard_table"]
 
+
 def column_titles(columns: list[str], metric_column: str) -> dict[str, str]:
     """Each column's title, spaced at its underscores: a dotted field by its last part, unless another
     column has the same last part. The metric keeps its name as the study knows it ("best_val_loss" is titled
